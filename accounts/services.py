@@ -1,0 +1,113 @@
+"""Every write in accounts: registration, login, token rotation, logout, user management."""
+
+from dataclasses import dataclass
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import update_last_login
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from config.api.errors import ApplicationError, Conflict
+
+from .models import Tenant, User
+
+
+class AuthenticationError(ApplicationError):
+    status = 401
+    code = "invalid_credentials"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access: str
+    refresh: str
+
+
+def _validate_password(password: str, *, user: User | None = None) -> None:
+    try:
+        validate_password(password, user=user)
+    except DjangoValidationError as exc:
+        raise ApplicationError(
+            "The password is too weak.", code="validation_error", details={"password": list(exc.messages)}
+        ) from exc
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:60] or "tenant"
+    slug, n = base, 1
+    while Tenant.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def tokens_for(user: User) -> TokenPair:
+    refresh = RefreshToken.for_user(user)
+    refresh["tenant_id"] = user.tenant_id
+    return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
+
+
+def _user_create(*, tenant: Tenant, email: str, password: str, display_name: str, role: str) -> User:
+    email = User.objects.normalize_email(email).lower()
+    if User.objects.filter(email=email).exists():
+        raise Conflict("An account with this email already exists.", code="email_taken", details={"email": email})
+    _validate_password(password, user=User(email=email, display_name=display_name))
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(
+                email=email, password=password, display_name=display_name, tenant=tenant, role=role
+            )
+    except IntegrityError as exc:  # a concurrent registration won the race
+        raise Conflict("An account with this email already exists.", code="email_taken") from exc
+
+
+@transaction.atomic
+def tenant_register(*, email: str, password: str, display_name: str, tenant_name: str) -> tuple[User, Tenant]:
+    """Creates a tenant on the free tier and its owner."""
+    tenant = Tenant.objects.create(name=tenant_name.strip(), slug=_unique_slug(tenant_name))
+    user = _user_create(
+        tenant=tenant, email=email, password=password, display_name=display_name, role=User.Role.OWNER
+    )
+    return user, tenant
+
+
+def auth_login(*, email: str, password: str, request=None) -> tuple[User, TokenPair]:
+    user = authenticate(request, email=(email or "").strip().lower(), password=password)
+    if user is None:
+        raise AuthenticationError("No active account matches these credentials.")
+    update_last_login(None, user)
+    return user, tokens_for(user)
+
+
+def auth_refresh(*, refresh: str) -> TokenPair:
+    """Rotates the refresh token: the old one is blacklisted and refused from now on."""
+    try:
+        old = RefreshToken(refresh)
+        user = User.objects.get(pk=old["user_id"], is_active=True)
+        old.blacklist()
+    except (TokenError, User.DoesNotExist, KeyError) as exc:
+        raise AuthenticationError("The refresh token is invalid, expired or revoked.", code="token_not_valid") from exc
+    return tokens_for(user)
+
+
+def auth_logout(*, user: User, refresh: str) -> None:
+    try:
+        token = RefreshToken(refresh)
+    except TokenError as exc:
+        raise AuthenticationError("The refresh token is invalid, expired or revoked.", code="token_not_valid") from exc
+    if str(token.get("user_id")) != str(user.pk):
+        raise ApplicationError("This refresh token belongs to another account.", code="token_mismatch")
+    token.blacklist()
+
+
+def user_add(*, actor: User, email: str, password: str, display_name: str, role: str) -> User:
+    """A tenant owner or admin adds a user to their own tenant. Only owners make owners."""
+    if not actor.is_tenant_admin:
+        raise ApplicationError("Only owners and admins manage users.", code="permission_denied", status=403)
+    if role == User.Role.OWNER and actor.role != User.Role.OWNER:
+        raise ApplicationError("Only an owner can add another owner.", code="permission_denied", status=403)
+    return _user_create(tenant=actor.tenant, email=email, password=password, display_name=display_name, role=role)

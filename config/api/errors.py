@@ -1,0 +1,150 @@
+"""The one error envelope of the public contract, and the application error type.
+
+``{"error": {"code", "message", "details", "request_id"}}`` for every API error:
+DRF's own exceptions, our ``ApplicationError`` raised by services, and anything else.
+"""
+
+import logging
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+from .context import current_request_id
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """Raised by services; the API layer maps it to the error envelope."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, details=None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+        self.details = details or {}
+
+
+class NotFound(ApplicationError):
+    status = 404
+    code = "not_found"
+
+
+class Forbidden(ApplicationError):
+    status = 403
+    code = "permission_denied"
+
+
+class Conflict(ApplicationError):
+    status = 409
+    code = "conflict"
+
+
+class Unprocessable(ApplicationError):
+    status = 422
+    code = "unprocessable"
+
+
+class ServiceUnavailable(ApplicationError):
+    status = 503
+    code = "service_unavailable"
+
+
+def error_body(code: str, message: str, details=None) -> dict:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "request_id": current_request_id(),
+        }
+    }
+
+
+def error_response(status: int, code: str, message: str, details=None, headers=None) -> JsonResponse:
+    response = JsonResponse(error_body(code, message, details), status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+_DRF_CODES = {
+    drf_exceptions.ValidationError: "validation_error",
+    drf_exceptions.ParseError: "parse_error",
+    drf_exceptions.NotAuthenticated: "not_authenticated",
+    drf_exceptions.AuthenticationFailed: "authentication_failed",
+    drf_exceptions.PermissionDenied: "permission_denied",
+    drf_exceptions.NotFound: "not_found",
+    drf_exceptions.MethodNotAllowed: "method_not_allowed",
+    drf_exceptions.NotAcceptable: "not_acceptable",
+    drf_exceptions.UnsupportedMediaType: "unsupported_media_type",
+    drf_exceptions.Throttled: "rate_limited",
+}
+
+_DRF_MESSAGES = {
+    "validation_error": "The request is not valid.",
+}
+
+
+def _flatten_detail(detail):
+    """DRF ErrorDetail trees -> plain JSON (strings, lists, dicts)."""
+    if isinstance(detail, dict):
+        return {key: _flatten_detail(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten_detail(value) for value in detail]
+    return str(detail)
+
+
+def exception_handler(exc, context):
+    """DRF exception handler producing the envelope for every error a view raises."""
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    elif isinstance(exc, (InvalidToken, TokenError)) and not isinstance(exc, drf_exceptions.APIException):
+        exc = InvalidToken(str(exc))
+
+    if not isinstance(exc, drf_exceptions.APIException):
+        return None  # ApiErrorMiddleware turns it into a logged 500 envelope.
+
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
+    headers = {}
+    if isinstance(exc, drf_exceptions.ValidationError):
+        details = _flatten_detail(exc.detail)
+        if isinstance(details, list):
+            details = {"non_field_errors": details}
+        message = _DRF_MESSAGES["validation_error"]
+        # One field's single message makes a clearer headline than a generic one.
+        if isinstance(details, dict) and len(details) == 1:
+            (field, errors), = details.items()
+            if isinstance(errors, list) and errors and isinstance(errors[0], str):
+                message = errors[0] if field == "non_field_errors" else f"{field}: {errors[0]}"
+    else:
+        detail = exc.detail
+        if isinstance(detail, dict):
+            # simplejwt puts {"detail", "code", "messages"} here.
+            code = code if code not in (None, "authentication_failed") else str(detail.get("code", code))
+            message = str(detail.get("detail", exc.default_detail))
+            details = {k: _flatten_detail(v) for k, v in detail.items() if k not in ("detail", "code")}
+        else:
+            message = str(detail)
+            details = {}
+        if code is None:
+            code = getattr(exc, "default_code", "error")
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, drf_exceptions.Throttled) and wait is not None:
+        headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+    response = Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+    return response

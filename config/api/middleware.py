@@ -1,0 +1,125 @@
+import logging
+import re
+import time
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from . import metrics
+from .context import new_request_id, request_id_var, tenant_id_var, user_id_var
+from .errors import error_response
+
+logger = logging.getLogger("http.request")
+
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith("/api/") or path == "/api"
+
+
+class _HybridMiddleware:
+    """Runs natively in both the WSGI and the ASGI handler (no thread hop for async views)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request):
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        self.before(request)
+        return self.after(request, self.get_response(request))
+
+    async def _acall(self, request):
+        self.before(request)
+        return self.after(request, await self.get_response(request))
+
+    def before(self, request: HttpRequest) -> None:
+        pass
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class RequestIdMiddleware(_HybridMiddleware):
+    """Gives every request an id (echoed from ``X-Request-ID`` when sane), logs one JSON line
+    per request with method, path, status, duration, tenant and user, and counts it."""
+
+    def before(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request.id = incoming if _REQUEST_ID_OK.match(incoming) else new_request_id()
+        request_id_var.set(request.id)
+        tenant_id_var.set(None)
+        user_id_var.set(None)
+        request._started = time.perf_counter()
+
+    def after(self, request, response):
+        response["X-Request-ID"] = request.id
+        duration = time.perf_counter() - request._started
+        user = getattr(request, "user", None)
+        user_id = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
+        tenant_id = getattr(user, "tenant_id", None) if user_id else None
+        match = getattr(request, "resolver_match", None)
+        route = "/" + match.route if match and match.route else "<unmatched>"
+        metrics.observe_request(request.method, route, response.status_code, duration)
+        logger.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "route": route,
+                "status": response.status_code,
+                "duration_ms": round(duration * 1000, 2),
+                "tenant_id": tenant_id,
+                "user_id": user_id,
+            },
+        )
+        return response
+
+
+class ApiErrorMiddleware(_HybridMiddleware):
+    """On API paths no error is HTML and no exception leaks: anything unhandled becomes a
+    logged 500 envelope, and any non-JSON error page (resolver 404, CSRF 403, ...) is
+    replaced by the envelope with the same status."""
+
+    def process_exception(self, request, exception):
+        if not is_api_path(request.path):
+            return None
+        logger.exception("unhandled error", extra={"path": request.path})
+        return error_response(500, "internal_error", "An unexpected error occurred.")
+
+    def after(self, request, response):
+        if not is_api_path(request.path) or response.status_code < 400 or response.streaming:
+            return response
+        content_type = response.get("Content-Type", "")
+        if content_type.startswith("application/json"):
+            return response
+        status = response.status_code
+        code = _STATUS_CODES.get(status, "error")
+        message = {
+            404: "Not found.",
+            405: f"Method {request.method} not allowed.",
+            500: "An unexpected error occurred.",
+        }.get(status, code.replace("_", " ").capitalize() + ".")
+        replacement = error_response(status, code, message)
+        for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if header in response:
+                replacement[header] = response[header]
+        return replacement

@@ -1,0 +1,10 @@
+"""Settings, composed from small modules. Every value comes from the environment.
+
+With nothing set the app runs embedded (SQLite, local memory, in-process Celery);
+``DATABASE_URL`` and ``REDIS_URL`` switch it to PostgreSQL and Redis.
+"""
+
+from .base import *  # noqa: F401,F403
+from .api import *  # noqa: F401,F403
+from .realtime import *  # noqa: F401,F403
+from .observability import *  # noqa: F401,F403

@@ -1,0 +1,12 @@
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# A local .env is read when present (development only; production sets real variables).
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# Redis for cache, rate limits, idempotency, channel layer and Celery broker. Unset: embedded.
+REDIS_URL = env.str("REDIS_URL", default="")

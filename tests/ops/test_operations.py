@@ -1,0 +1,142 @@
+import io
+import re
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from tests.accounts.factories import TenantFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_answers_without_dependencies(api):
+    response = api.get("/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_reports_every_dependency_ok(api):
+    response = api.get("/health/ready/")
+
+    assert response.status_code == 200, response.content
+    assert set(response.json()["checks"]) == {"database", "cache", "broker", "channel_layer"}
+    assert all(check["status"] == "ok" for check in response.json()["checks"].values())
+
+
+def test_ready_is_503_when_the_cache_is_down(api, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }
+
+    response = api.get("/health/ready")
+
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "dependency_unavailable"
+    assert error["details"]["checks"]["cache"]["status"] == "error"
+    assert error["details"]["checks"]["database"]["status"] == "ok"
+
+
+def test_ready_is_503_when_the_channel_layer_is_down(api, settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}
+    }
+
+    response = api.get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["details"]["checks"]["channel_layer"]["status"] == "error"
+
+
+def test_ready_is_503_when_the_broker_is_down(api):
+    from config.celery import app
+
+    old = (app.conf.task_always_eager, app.conf.broker_url)
+    app.conf.task_always_eager, app.conf.broker_url = False, "redis://127.0.0.1:1/0"
+    try:
+        response = api.get("/health/ready")
+    finally:
+        app.conf.task_always_eager, app.conf.broker_url = old
+
+    assert response.status_code == 503
+    assert response.json()["error"]["details"]["checks"]["broker"]["status"] == "error"
+
+
+def test_metrics_are_prometheus_text_and_count_requests(api):
+    api.get("/health")
+
+    response = api.get("/metrics")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert re.search(r'http_requests_total\{method="GET",route="/\^health/\?\$",status="200"\} [1-9]', text), text[:2000]
+
+
+def test_metrics_token_is_enforced_when_set(api, settings):
+    settings.METRICS_TOKEN = "s3cret"
+
+    assert api.get("/metrics").status_code == 401
+    assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+
+
+@pytest.mark.urls("tests.ops.urls")
+def test_unhandled_error_in_drf_view_is_500_envelope_without_internals(api):
+    response = api.get("/api/v1/test/boom")
+
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"]["code"] == "internal_error"
+    assert "secret" not in response.content.decode()
+
+
+@pytest.mark.urls("tests.ops.urls")
+def test_unhandled_error_in_plain_view_is_500_envelope():
+    client = Client(raise_request_exception=False)
+
+    response = client.get("/api/v1/test/plain-boom")
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "another secret" not in response.content.decode()
+
+
+def test_schema_generates_without_warnings():
+    out = io.StringIO()
+
+    call_command("spectacular", "--validate", "--fail-on-warn", stdout=out)
+
+    assert "/api/v1/auth/register" in out.getvalue()
+
+
+def test_schema_and_docs_are_served(api):
+    assert api.get("/api/schema/").status_code == 200
+    docs = api.get("/api/docs/")
+    assert docs.status_code == 200
+    assert b"swagger" in docs.content.lower()
+
+
+def test_admin_lists_tenants_and_users_for_staff():
+    staff = UserFactory(is_staff=True, is_superuser=True, tenant=TenantFactory(name="Acme"))
+    client = Client()
+    client.force_login(staff)
+
+    tenants = client.get("/admin/accounts/tenant/")
+    users = client.get("/admin/accounts/user/")
+
+    assert tenants.status_code == 200 and b"Acme" in tenants.content
+    assert users.status_code == 200 and staff.email.encode() in users.content
+
+
+def test_createsuperuser_gets_an_operators_tenant():
+    from accounts.models import User
+
+    admin = User.objects.create_superuser("root@example.com", "a-long-admin-passphrase")
+
+    assert admin.is_staff and admin.tenant.slug == "operators"
