@@ -1,6 +1,7 @@
-"""Prometheus metrics of the process (served at /metrics)."""
+"""Prometheus metrics of the process (served at /metrics). Every entry point records
+through these functions, so names and labels stay in one place."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests by method, route template and status", ["method", "route", "status"]
@@ -11,8 +12,24 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+AGENT_RUNS = Counter("agent_runs_total", "Agent runs by provider and outcome", ["provider", "outcome"])
+AGENT_RUN_LATENCY = Histogram(
+    "agent_run_duration_seconds",
+    "Agent run latency by provider",
+    ["provider"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+CELERY_TASKS = Counter("celery_tasks_total", "Celery task outcomes by task name", ["task", "outcome"])
+WEBSOCKET_CONNECTIONS = Gauge("websocket_connections_open", "WebSocket connections currently open")
+RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Requests refused by a rate limit", ["scope"])
+IDEMPOTENT_REPLAYS = Counter("idempotent_replays_total", "Responses replayed for a repeated Idempotency-Key")
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_LATENCY.labels(method, route).observe(seconds)
+
+
+def observe_agent_run(provider: str, outcome: str, seconds: float) -> None:
+    AGENT_RUNS.labels(provider, outcome).inc()
+    AGENT_RUN_LATENCY.labels(provider).observe(seconds)
