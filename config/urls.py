@@ -2,10 +2,13 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from chat.urls import legacy_urlpatterns as legacy_chat_urls
 from config.api import health
 
 api_v1 = [
     path("", include("accounts.urls")),
+    path("", include("conversations.urls")),
+    path("", include("chat.urls")),
 ]
 
 urlpatterns = [
@@ -15,6 +18,7 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
+    path("api/", include(legacy_chat_urls)),
     path("admin/", admin.site.urls),
 ]
 

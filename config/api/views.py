@@ -18,6 +18,8 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
     """
 
     permission_classes = [permissions.IsAuthenticated, HasTenant]
+    # The keyset the cursor paginator orders by; actions may override it.
+    cursor_ordering: tuple[str, ...] | None = None
 
     def select(self, *, tenant, user):  # pragma: no cover - abstract
         raise NotImplementedError

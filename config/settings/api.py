@@ -21,6 +21,15 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api(/v[0-9])?",
+    # Several models have a "status" or "role"; name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "ConversationStatusEnum": "conversations.models.Conversation.Status",
+        "ConversationChannelEnum": "conversations.models.Conversation.Channel",
+        "MessageStatusEnum": "conversations.models.Message.Status",
+        "MessageRoleEnum": "conversations.models.Message.Role",
+        "AgentRunStatusEnum": "chat.models.AgentRun.Status",
+        "UserRoleEnum": "accounts.models.User.Role",
+    },
 }
 
 # CORS: permissive in development (DEBUG), explicit origins in production.

@@ -26,3 +26,17 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+
+# The agent. "local" is the offline task assistant; "openai" uses the official client
+# against OpenAI or any compatible server. Defaults to openai when a key is set.
+OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
+# Any OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1
+OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
+# Seconds one model call may take before the turn fails (503 agent_unavailable).
+OPENAI_TIMEOUT = env.float("OPENAI_TIMEOUT", default=30.0)
+AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="openai" if OPENAI_API_KEY else "local")
+# Tool rounds one turn may take before the model must answer in words.
+AGENT_MAX_TOOL_ROUNDS = env.int("AGENT_MAX_TOOL_ROUNDS", default=5)
+# Characters of conversation history fed to the model (newest first, whole messages).
+AGENT_HISTORY_CHARS = env.int("AGENT_HISTORY_CHARS", default=16000)

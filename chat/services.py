@@ -1,0 +1,273 @@
+"""Chat turns and tasks. One service runs a turn; the sync endpoint, the SSE stream, the
+Celery task and the WebSocket consumer differ only in how they deliver its events."""
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audits.services import audit_record
+from config.api import metrics
+from config.api.errors import ApplicationError, ServiceUnavailable
+from conversations import selectors as conversation_selectors
+from conversations import services as conversation_services
+from conversations.events import Publisher
+from conversations.models import Conversation, Message
+
+from . import selectors
+from .agent.providers import get_provider
+from .agent.runner import run_agent
+from .agent.types import ProviderError
+from .models import AgentRun, Task
+
+logger = logging.getLogger(__name__)
+
+
+class TaskError(ApplicationError):
+    code = "validation_error"
+
+
+class AgentUnavailable(ServiceUnavailable):
+    code = "agent_unavailable"
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def _clean_title(title) -> str:
+    title = (title or "").strip() if isinstance(title, str) else ""
+    if not title:
+        raise TaskError("A task needs a title.", details={"title": ["required"]})
+    if len(title) > 500:
+        raise TaskError("A task title is at most 500 characters.", details={"title": ["too long"]})
+    return title
+
+
+@transaction.atomic
+def task_create(*, user, title: str) -> Task:
+    task = Task.objects.create(tenant_id=user.tenant_id, owner=user, title=_clean_title(title))
+    audit_record(
+        tenant=user.tenant,
+        actor=user,
+        action="task.created",
+        resource_type="task",
+        resource_id=task.pk,
+        details={"title": task.title},
+    )
+    return task
+
+
+@transaction.atomic
+def task_update(*, task: Task, user, title: str | None = None, completed: bool | None = None) -> Task:
+    fields = []
+    if title is not None:
+        task.title = _clean_title(title)
+        fields.append("title")
+    if completed is not None and completed != task.completed:
+        task.completed = bool(completed)
+        task.completed_at = timezone.now() if task.completed else None
+        fields += ["completed", "completed_at"]
+    if fields:
+        task.updated_at = timezone.now()
+        task.save(update_fields=[*fields, "updated_at"])
+        audit_record(
+            tenant=user.tenant,
+            actor=user,
+            action="task.updated",
+            resource_type="task",
+            resource_id=task.pk,
+            details={"fields": sorted(set(fields) - {"completed_at"})},
+        )
+    return task
+
+
+@transaction.atomic
+def task_delete(*, task: Task, user) -> None:
+    task_id, title = task.pk, task.title
+    task.delete()
+    audit_record(
+        tenant=user.tenant,
+        actor=user,
+        action="task.deleted",
+        resource_type="task",
+        resource_id=task_id,
+        details={"title": title},
+    )
+
+
+# ---------------------------------------------------------------- chat turns
+
+
+@dataclass
+class Turn:
+    conversation: Conversation
+    message: Message
+    run: AgentRun
+
+
+def turn_begin(
+    *, user, content: str, conversation_id=None, attachments: list | None = None, client_message_id: str | None = None
+) -> Turn:
+    """Stores the user's message and a queued run for it, and commits, before any agent
+    work: whatever happens to the agent, the message is kept. No ``conversation_id``
+    starts a new conversation; an unknown or foreign one is 404. Resending a
+    ``client_message_id`` returns the stored turn instead of a second one."""
+    conversation_services.check_content(content)
+    provider = get_provider()
+    with transaction.atomic():
+        if conversation_id is None:
+            conversation = conversation_services.conversation_create(user=user, title=_title_from(content))
+        else:
+            conversation = conversation_selectors.conversation_get(
+                tenant=user.tenant_id, user=user, conversation_id=conversation_id
+            )
+        message, created = conversation_services.message_send(
+            conversation=conversation,
+            user=user,
+            content=content,
+            attachments=attachments,
+            client_message_id=client_message_id,
+        )
+        run = None if created else message.triggered_runs.order_by("-id").first()
+        if run is None:
+            run = AgentRun.objects.create(
+                tenant_id=user.tenant_id,
+                conversation=conversation,
+                user=user,
+                trigger_message=message,
+                provider=provider.name,
+                model=provider.model,
+            )
+    return Turn(conversation=conversation, message=message, run=run)
+
+
+def _title_from(content: str) -> str:
+    first_line = " ".join(content.split())
+    return first_line if len(first_line) <= 60 else first_line[:59] + "…"
+
+
+def run_execute(*, run_id: int, sink=None, allow_retry: bool = False) -> AgentRun:
+    """Runs the agent for a queued run and stores its reply.
+
+    Events go to the conversation's group (and to ``sink`` when given). A finished run is
+    returned as it is, so a redelivered Celery task does no work twice. On a provider
+    failure the run is marked failed and ``AgentUnavailable`` is raised; with
+    ``allow_retry`` a transient failure puts the run back in the queue and re-raises the
+    ``ProviderError`` for the caller to retry.
+    """
+    with transaction.atomic():
+        run = (
+            AgentRun.objects.select_for_update(of=("self",))
+            .select_related("conversation", "trigger_message", "user__tenant")
+            .get(pk=run_id)
+        )
+        if run.status in (AgentRun.Status.COMPLETED, AgentRun.Status.FAILED):
+            return run
+        run.status = AgentRun.Status.RUNNING
+        run.started_at = timezone.now()
+        run.attempts += 1
+        run.save(update_fields=["status", "started_at", "attempts"])
+
+    publisher = Publisher(run.conversation_id, sink=sink)
+    handle = {"run_id": run.pk, "in_reply_to": run.trigger_message_id}
+    publisher.emit("run.started", {**handle, "provider": run.provider, "model": run.model, "attempt": run.attempts})
+    history = selectors.conversation_history(
+        conversation=run.conversation, upto_seq=run.trigger_message.seq, budget_chars=settings.AGENT_HISTORY_CHARS
+    )
+    provider = get_provider()
+    started = time.perf_counter()
+    try:
+        result = run_agent(
+            provider=provider,
+            user=run.user,
+            history=history,
+            emit=lambda kind, data: publisher.emit(kind, {**handle, **data}),
+            max_rounds=settings.AGENT_MAX_TOOL_ROUNDS,
+        )
+    except ProviderError as exc:
+        elapsed = time.perf_counter() - started
+        if allow_retry and exc.transient:
+            AgentRun.objects.filter(pk=run.pk).update(status=AgentRun.Status.QUEUED, error=str(exc)[:2000])
+            metrics.observe_agent_run(run.provider, "retried", elapsed)
+            raise
+        run_fail(run=run, error=str(exc), latency_ms=int(elapsed * 1000), publisher=publisher)
+        raise AgentUnavailable(
+            "The assistant is unavailable right now; your message was kept.",
+            details={"conversation_id": run.conversation_id, "message_id": run.trigger_message_id, "run_id": run.pk},
+        ) from exc
+
+    elapsed = time.perf_counter() - started
+    with transaction.atomic():
+        reply = conversation_services.message_create(
+            conversation=run.conversation,
+            role=Message.Role.ASSISTANT,
+            content=result.content,
+            tool_calls=result.tool_calls,
+            event="message.completed",
+        )
+        run.status = AgentRun.Status.COMPLETED
+        run.reply_message = reply
+        run.tool_calls = result.tool_calls
+        run.usage = result.usage.as_dict()
+        run.latency_ms = int(elapsed * 1000)
+        run.finished_at = timezone.now()
+        run.error = ""
+        run.save(update_fields=["status", "reply_message", "tool_calls", "usage", "latency_ms", "finished_at", "error"])
+        audit_record(
+            tenant=run.user.tenant if run.user else run.conversation.tenant,
+            actor=run.user,
+            action="run.completed",
+            resource_type="agent_run",
+            resource_id=run.pk,
+            details={"provider": run.provider, "tools": [c["name"] for c in result.tool_calls]},
+        )
+        transaction.on_commit(lambda: publisher.emit("run.completed", {**handle, **run_event_data(run)}))
+    metrics.observe_agent_run(run.provider, "completed", elapsed)
+    return run
+
+
+def run_fail(*, run: AgentRun, error: str, latency_ms: int | None = None, publisher: Publisher | None = None) -> None:
+    """Marks a run failed (the user's message stays) and says so to the conversation."""
+    publisher = publisher or Publisher(run.conversation_id)
+    with transaction.atomic():
+        run.status = AgentRun.Status.FAILED
+        run.error = error[:2000]
+        run.latency_ms = latency_ms
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "error", "latency_ms", "finished_at"])
+        audit_record(
+            tenant=run.conversation.tenant,
+            actor=run.user,
+            action="run.failed",
+            resource_type="agent_run",
+            resource_id=run.pk,
+            details={"provider": run.provider, "error": run.error[:200]},
+        )
+        data = {"run_id": run.pk, "in_reply_to": run.trigger_message_id, "error": "agent_unavailable"}
+        transaction.on_commit(lambda: publisher.emit("run.failed", data))
+    logger.warning("agent run failed", extra={"run_id": run.pk, "error": run.error[:200]})
+    metrics.observe_agent_run(run.provider, "failed", (latency_ms or 0) / 1000)
+
+
+def run_event_data(run: AgentRun) -> dict:
+    return {
+        "run_id": run.pk,
+        "status": run.status,
+        "reply_id": run.reply_message_id,
+        "tool_calls": run.tool_calls,
+        "usage": run.usage,
+        "latency_ms": run.latency_ms,
+    }
+
+
+def chat_turn(*, user, content: str, conversation_id=None, sink=None) -> Turn:
+    """A whole turn in the caller's request: store the message, run the agent, store the
+    reply. Raises ``AgentUnavailable`` (503) when the model fails; the message stays."""
+    turn = turn_begin(user=user, content=content, conversation_id=conversation_id)
+    turn.run = run_execute(run_id=turn.run.pk, sink=sink)
+    if turn.run.status == AgentRun.Status.FAILED:  # a resent message whose turn had failed
+        raise AgentUnavailable("The assistant could not answer this message.", details={"run_id": turn.run.pk})
+    return turn

@@ -1,0 +1,118 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api.errors import Forbidden
+from config.api.views import HasTenant, TenantScopedViewSet
+
+from . import selectors, services
+from .serializers import (
+    ChatRequestSerializer,
+    ChatResponseSerializer,
+    LegacyChatResponseSerializer,
+    TaskListQuerySerializer,
+    TaskSerializer,
+    TaskWriteSerializer,
+)
+
+
+def turn_body(turn: services.Turn) -> dict:
+    run = turn.run
+    return {
+        "conversation_id": turn.conversation.pk,
+        "message_id": turn.message.pk,
+        "reply_id": run.reply_message_id,
+        "run_id": run.pk,
+        "response": run.reply_message.content if run.reply_message else "",
+        "tool_calls": run.tool_calls,
+        "usage": run.usage,
+    }
+
+
+class ChatView(APIView):
+    """One chat turn in the request: the reply, the tools it called and the token usage."""
+
+    permission_classes = APIView.permission_classes + [HasTenant]
+
+    @extend_schema(
+        request=ChatRequestSerializer,
+        responses={200: ChatResponseSerializer},
+        operation_id="chat_create",
+    )
+    def post(self, request):
+        data = ChatRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        turn = services.chat_turn(
+            user=request.user,
+            content=data.validated_data["message"],
+            conversation_id=data.validated_data["conversation_id"],
+        )
+        return Response(turn_body(turn))
+
+
+class LegacyChatView(ChatView):
+    """``POST /api/{user_id}/chat`` for older clients: the same turn; ``tool_calls`` is a
+    list of tool names, and ``user_id`` must be the caller."""
+
+    @extend_schema(
+        request=ChatRequestSerializer,
+        responses={200: LegacyChatResponseSerializer},
+        parameters=[OpenApiParameter("user_id", int, OpenApiParameter.PATH)],
+        operation_id="chat_legacy_create",
+    )
+    def post(self, request, user_id):
+        if int(user_id) != request.user.pk:
+            raise Forbidden("You can only chat as yourself.")
+        response = super().post(request)
+        response.data["tool_calls"] = [call["name"] for call in response.data["tool_calls"]]
+        return response
+
+
+@extend_schema_view(list=extend_schema(parameters=[TaskListQuerySerializer]))
+class TaskViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    TenantScopedViewSet,
+):
+    """The caller's to-do items: the rows the agent's tools act on."""
+
+    serializer_class = TaskSerializer
+    cursor_ordering = ("created_at", "id")
+    lookup_value_regex = r"[0-9]+"
+
+    def select(self, *, tenant, user):
+        if user is None:
+            return services.Task.objects.none()
+        status_filter = "all"
+        if self.action == "list":
+            query = TaskListQuerySerializer(data=self.request.query_params)
+            query.is_valid(raise_exception=True)
+            status_filter = query.validated_data["status"]
+        return selectors.task_list(user=user, status=status_filter)
+
+    @extend_schema(request=TaskWriteSerializer, responses={201: TaskSerializer})
+    def create(self, request):
+        data = TaskWriteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        task = services.task_create(user=request.user, title=data.validated_data.get("title", ""))
+        if data.validated_data.get("completed"):
+            task = services.task_update(task=task, user=request.user, completed=True)
+        return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=TaskWriteSerializer, responses=TaskSerializer)
+    def update(self, request, pk=None, partial=False):
+        data = TaskWriteSerializer(data=request.data, partial=partial)
+        data.is_valid(raise_exception=True)
+        if not partial and "title" not in data.validated_data:
+            data.validated_data["title"] = ""  # PUT replaces: a title is required
+        task = services.task_update(task=self.get_object(), user=request.user, **data.validated_data)
+        return Response(TaskSerializer(task).data)
+
+    @extend_schema(request=TaskWriteSerializer, responses=TaskSerializer)
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk=pk, partial=True)
+
+    def perform_destroy(self, instance):
+        services.task_delete(task=instance, user=self.request.user)

@@ -1,0 +1,47 @@
+from django.db.models import Q, QuerySet
+
+from config.api.errors import NotFound
+
+from .models import Conversation, Message
+
+
+def conversation_list(
+    *, tenant, user, status: str | None = None, channel: str | None = None, search: str | None = None
+) -> QuerySet[Conversation]:
+    """Conversations the user owns or takes part in, within their tenant."""
+    qs = Conversation.objects.for_tenant(tenant)
+    if user is not None:
+        qs = qs.filter(Q(owner=user) | Q(participants=user)).distinct()
+    if status:
+        qs = qs.filter(status=status)
+    if channel:
+        qs = qs.filter(channel=channel)
+    if search:
+        qs = qs.filter(title__icontains=search)
+    return qs.select_related("owner")
+
+
+def conversation_get(*, tenant, user, conversation_id) -> Conversation:
+    """The conversation if the user may see it; another tenant's or a stranger's is 404."""
+    try:
+        conversation_id = int(conversation_id)
+    except (TypeError, ValueError):
+        raise NotFound("Conversation not found.") from None
+    conversation = conversation_list(tenant=tenant, user=user).filter(pk=conversation_id).first()
+    if conversation is None:
+        raise NotFound("Conversation not found.")
+    return conversation
+
+
+def message_list(*, conversation: Conversation, after_seq: int | None = None) -> QuerySet[Message]:
+    qs = Message.objects.filter(conversation=conversation).select_related("sender").order_by("seq")
+    if after_seq is not None:
+        qs = qs.filter(seq__gt=after_seq)
+    return qs
+
+
+def message_get(*, conversation: Conversation, message_id) -> Message:
+    message = Message.objects.filter(conversation=conversation, pk=message_id).first()
+    if message is None:
+        raise NotFound("Message not found.")
+    return message

@@ -1,0 +1,98 @@
+from rest_framework import serializers
+
+from .models import MAX_MESSAGE_CHARS, Conversation, Message
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    owner_id = serializers.IntegerField(read_only=True)
+    participant_ids = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "title",
+            "channel",
+            "status",
+            "metadata",
+            "owner_id",
+            "participant_ids",
+            "last_seq",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_participant_ids(self, obj) -> list[int]:
+        return sorted(p.pk for p in obj.participants.all())
+
+
+class ConversationCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    channel = serializers.ChoiceField(choices=Conversation.Channel.choices, default=Conversation.Channel.API)
+    metadata = serializers.JSONField(required=False, default=dict)
+    participant_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+
+    def validate_metadata(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("metadata must be an object.")
+        return value
+
+
+class ConversationUpdateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    status = serializers.ChoiceField(choices=Conversation.Status.choices, required=False)
+    metadata = serializers.JSONField(required=False)
+
+    def validate_metadata(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("metadata must be an object.")
+        return value
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    conversation_id = serializers.IntegerField(read_only=True)
+    sender_id = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "conversation_id",
+            "seq",
+            "role",
+            "sender_id",
+            "content",
+            "tool_calls",
+            "attachments",
+            "status",
+            "client_message_id",
+            "created_at",
+            "read_at",
+        ]
+        read_only_fields = fields
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    content = serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
+    attachments = serializers.ListField(child=serializers.JSONField(), required=False, default=list)
+    client_message_id = serializers.CharField(max_length=100, required=False, allow_null=True, default=None)
+
+    def validate_content(self, value):
+        if not value.strip():
+            raise serializers.ValidationError("This field may not be blank.")
+        return value
+
+
+class MessageListQuerySerializer(serializers.Serializer):
+    after_seq = serializers.IntegerField(min_value=0, required=False)
+
+
+class ConversationListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Conversation.Status.choices, required=False)
+    channel = serializers.ChoiceField(choices=Conversation.Channel.choices, required=False)
+    search = serializers.CharField(max_length=200, required=False)
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=["json", "markdown"], default="json")

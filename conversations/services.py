@@ -1,0 +1,205 @@
+"""Every write to conversations and messages. Events go out through conversations.events."""
+
+import json
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audits.services import audit_record
+from config.api.errors import ApplicationError
+
+from .events import publish
+from .models import MAX_MESSAGE_CHARS, Conversation, Message
+
+
+def check_content(content: str) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise ApplicationError(
+            "The message must not be empty.", code="validation_error", details={"content": ["empty"]}
+        )
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise ApplicationError(
+            f"The message is longer than {MAX_MESSAGE_CHARS} characters.",
+            code="validation_error",
+            details={"content": [f"at most {MAX_MESSAGE_CHARS} characters"]},
+        )
+    return content
+
+
+@transaction.atomic
+def conversation_create(
+    *, user, title: str = "", channel: str = Conversation.Channel.API, metadata: dict | None = None, participants=()
+) -> Conversation:
+    conversation = Conversation.objects.create(
+        tenant_id=user.tenant_id, owner=user, title=title, channel=channel, metadata=metadata or {}
+    )
+    others = [p for p in participants if p.tenant_id == user.tenant_id and p.pk != user.pk]
+    conversation.participants.add(user, *others)
+    audit_record(
+        tenant=user.tenant,
+        actor=user,
+        action="conversation.created",
+        resource_type="conversation",
+        resource_id=conversation.pk,
+        details={"title": title, "channel": channel},
+    )
+    return conversation
+
+
+@transaction.atomic
+def conversation_update(*, conversation: Conversation, user, **changes) -> Conversation:
+    allowed = {"title", "status", "metadata"}
+    fields = [name for name in changes if name in allowed]
+    for name in fields:
+        setattr(conversation, name, changes[name])
+    conversation.updated_at = timezone.now()
+    conversation.save(update_fields=[*fields, "updated_at"])
+    audit_record(
+        tenant=user.tenant,
+        actor=user,
+        action="conversation.updated",
+        resource_type="conversation",
+        resource_id=conversation.pk,
+        details={"fields": sorted(fields)},
+    )
+    return conversation
+
+
+@transaction.atomic
+def conversation_delete(*, conversation: Conversation, user) -> None:
+    conversation_id = conversation.pk
+    conversation.delete()
+    audit_record(
+        tenant=user.tenant,
+        actor=user,
+        action="conversation.deleted",
+        resource_type="conversation",
+        resource_id=conversation_id,
+    )
+
+
+def message_create(
+    *,
+    conversation: Conversation,
+    role: str,
+    content: str,
+    sender=None,
+    tool_calls: list | None = None,
+    attachments: list | None = None,
+    status: str = Message.Status.DELIVERED,
+    client_message_id: str | None = None,
+    event: str = "message.created",
+) -> Message:
+    """Stores a message with the next ``seq`` of its conversation.
+
+    The seq comes from ``Conversation.last_seq``, bumped under a row lock in this
+    transaction: gapless and unique under any number of writers, and a rolled-back insert
+    rolls its number back. ``event`` (``message.created``; ``message.completed`` for a
+    finished assistant reply) is published after commit, carrying the seq.
+    """
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().only("id", "last_seq").get(pk=conversation.pk)
+        locked.last_seq += 1
+        now = timezone.now()
+        Conversation.objects.filter(pk=locked.pk).update(last_seq=locked.last_seq, updated_at=now)
+        conversation.last_seq, conversation.updated_at = locked.last_seq, now
+        message = Message.objects.create(
+            tenant_id=conversation.tenant_id,
+            conversation=conversation,
+            seq=locked.last_seq,
+            role=role,
+            sender=sender,
+            content=content,
+            tool_calls=tool_calls or [],
+            attachments=attachments or [],
+            status=status,
+            client_message_id=client_message_id,
+            created_at=now,
+        )
+        publish(conversation.pk, event, message_event_data(message), seq=message.seq)
+    return message
+
+
+def message_send(
+    *, conversation: Conversation, user, content: str, attachments: list | None = None, client_message_id=None
+) -> tuple[Message, bool]:
+    """A user's message into a conversation. Returns (message, created); resending the same
+    ``client_message_id`` returns the stored message instead of a second one."""
+    check_content(content)
+    if client_message_id:
+        existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
+        if existing:
+            return existing, False
+    try:
+        with transaction.atomic():
+            message = message_create(
+                conversation=conversation,
+                role=Message.Role.USER,
+                content=content,
+                sender=user,
+                attachments=attachments,
+                client_message_id=client_message_id,
+            )
+            audit_record(
+                tenant=user.tenant,
+                actor=user,
+                action="message.sent",
+                resource_type="message",
+                resource_id=message.pk,
+                details={"conversation_id": conversation.pk, "seq": message.seq},
+            )
+    except IntegrityError:
+        if not client_message_id:
+            raise
+        return Message.objects.get(conversation=conversation, client_message_id=client_message_id), False
+    return message, True
+
+
+@transaction.atomic
+def message_mark_read(*, message: Message, user) -> Message:
+    """Read receipt: the message (and the caller's view of it) is read. Idempotent."""
+    if message.status != Message.Status.READ:
+        message.status = Message.Status.READ
+        message.read_at = timezone.now()
+        message.save(update_fields=["status", "read_at"])
+        publish(message.conversation_id, "message.status", message_event_data(message), seq=message.seq)
+    return message
+
+
+def message_event_type(message: Message) -> str:
+    """The durable event that announces a stored message (also used when replaying)."""
+    return "message.completed" if message.role == Message.Role.ASSISTANT else "message.created"
+
+
+def message_event_data(message: Message) -> dict:
+    return {
+        "id": message.pk,
+        "conversation_id": message.conversation_id,
+        "seq": message.seq,
+        "role": message.role,
+        "sender_id": message.sender_id,
+        "content": message.content,
+        "tool_calls": message.tool_calls,
+        "attachments": message.attachments,
+        "status": message.status,
+        "client_message_id": message.client_message_id,
+        "created_at": message.created_at.isoformat(),
+        "read_at": message.read_at.isoformat() if message.read_at else None,
+    }
+
+
+def conversation_markdown(*, conversation: Conversation, messages) -> str:
+    """A readable transcript: title, then each message with its seq, role and time."""
+    lines = [f"# {conversation.title or f'Conversation {conversation.pk}'}", ""]
+    lines.append(f"- id: {conversation.pk}  \n- channel: {conversation.channel}  \n- status: {conversation.status}")
+    lines.append("")
+    for message in messages:
+        who = message.role.capitalize()
+        lines.append(f"### {message.seq}. {who} · {message.created_at.isoformat(timespec='seconds')}")
+        lines.append("")
+        lines.append(message.content)
+        for call in message.tool_calls:
+            lines.append("")
+            lines.append(f"> tool `{call.get('name')}` {json.dumps(call.get('arguments'), ensure_ascii=False)}")
+        lines.append("")
+    return "\n".join(lines)

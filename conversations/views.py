@@ -1,0 +1,142 @@
+import json
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from accounts.models import User
+from chat import selectors as chat_selectors
+from chat.serializers import AgentRunSerializer
+from config.api.errors import ApplicationError
+from config.api.views import TenantScopedViewSet
+
+from . import selectors, services
+from .serializers import (
+    ConversationCreateSerializer,
+    ConversationListQuerySerializer,
+    ConversationSerializer,
+    ConversationUpdateSerializer,
+    ExportQuerySerializer,
+    MessageListQuerySerializer,
+    MessageSerializer,
+)
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[ConversationListQuerySerializer]),
+    partial_update=extend_schema(request=ConversationUpdateSerializer, responses=ConversationSerializer),
+    update=extend_schema(request=ConversationUpdateSerializer, responses=ConversationSerializer),
+)
+class ConversationViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    TenantScopedViewSet,
+):
+    """Conversations the caller owns or takes part in."""
+
+    serializer_class = ConversationSerializer
+    lookup_value_regex = r"[0-9]+"
+
+    def select(self, *, tenant, user):
+        filters = {}
+        if self.action == "list":
+            query = ConversationListQuerySerializer(data=self.request.query_params)
+            query.is_valid(raise_exception=True)
+            filters = query.validated_data
+        return selectors.conversation_list(tenant=tenant, user=user, **filters).prefetch_related("participants")
+
+    def get_conversation(self):
+        return selectors.conversation_get(
+            tenant=self.request.user.tenant_id, user=self.request.user, conversation_id=self.kwargs["pk"]
+        )
+
+    @extend_schema(request=ConversationCreateSerializer, responses={201: ConversationSerializer})
+    def create(self, request):
+        data = ConversationCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        participant_ids = data.validated_data.pop("participant_ids")
+        participants = User.objects.filter(tenant_id=request.user.tenant_id, pk__in=participant_ids)
+        if len(participants) != len(set(participant_ids)):
+            raise ApplicationError(
+                "Some participants are not users of your tenant.",
+                code="validation_error",
+                details={"participant_ids": ["unknown user"]},
+            )
+        conversation = services.conversation_create(user=request.user, participants=participants, **data.validated_data)
+        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        data = ConversationUpdateSerializer(data=request.data, partial=partial)
+        data.is_valid(raise_exception=True)
+        conversation = services.conversation_update(
+            conversation=self.get_conversation(), user=request.user, **data.validated_data
+        )
+        return Response(ConversationSerializer(conversation).data)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk=pk, partial=True)
+
+    def perform_destroy(self, instance):
+        services.conversation_delete(conversation=instance, user=self.request.user)
+
+    @extend_schema(parameters=[MessageListQuerySerializer], responses=MessageSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="messages", cursor_ordering=("seq",))
+    def messages(self, request, pk=None):
+        """Messages in ``seq`` order; ``?after_seq=N`` gives only what came after N."""
+        query = MessageListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        messages = selectors.message_list(
+            conversation=self.get_conversation(), after_seq=query.validated_data.get("after_seq")
+        )
+        page = self.paginate_queryset(messages)
+        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses=MessageSerializer)
+    @action(detail=True, methods=["post"], url_path=r"messages/(?P<message_id>[0-9]+)/read")
+    def read(self, request, pk=None, message_id=None):
+        """Read receipt for one message."""
+        message = selectors.message_get(conversation=self.get_conversation(), message_id=message_id)
+        message = services.message_mark_read(message=message, user=request.user)
+        return Response(MessageSerializer(message).data)
+
+    @extend_schema(responses=AgentRunSerializer(many=True))
+    @action(detail=True, methods=["get"], cursor_ordering=("-created_at", "-id"))
+    def turns(self, request, pk=None):
+        """The agent runs of this conversation, newest first."""
+        runs = chat_selectors.run_list(conversation=self.get_conversation())
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(AgentRunSerializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[ExportQuerySerializer],
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "text/markdown"): OpenApiResponse(OpenApiTypes.STR),
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        """The whole conversation as JSON or Markdown (a download)."""
+        query = ExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        conversation = self.get_conversation()
+        messages = selectors.message_list(conversation=conversation)
+        if query.validated_data["format"] == "markdown":
+            body, content_type, ext = (
+                services.conversation_markdown(conversation=conversation, messages=messages),
+                "text/markdown; charset=utf-8",
+                "md",
+            )
+        else:
+            document = {
+                "conversation": ConversationSerializer(conversation).data,
+                "messages": MessageSerializer(messages, many=True).data,
+            }
+            body, content_type, ext = json.dumps(document, indent=2, default=str), "application/json", "json"
+        response = HttpResponse(body, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="conversation-{conversation.pk}.{ext}"'
+        return response

@@ -1,0 +1,198 @@
+import pytest
+
+from conversations.models import Conversation, Message
+from tests.accounts.factories import TenantFactory, UserFactory
+from tests.accounts.test_apis import assert_error
+from tests.conftest import client_for
+from tests.conversations.factories import ConversationFactory, add_messages
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_and_retrieve_conversation(auth_api, user):
+    colleague = UserFactory(tenant=user.tenant)
+
+    created = auth_api.post(
+        "/api/v1/conversations",
+        {"title": "Plans", "metadata": {"topic": "q3"}, "participant_ids": [colleague.id]},
+        format="json",
+    )
+
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert (body["title"], body["channel"], body["status"], body["metadata"]) == (
+        "Plans",
+        "api",
+        "open",
+        {"topic": "q3"},
+    )
+    assert body["participant_ids"] == sorted([user.id, colleague.id])
+    fetched = auth_api.get(f"/api/v1/conversations/{body['id']}/")
+    assert fetched.status_code == 200 and fetched.json() == body
+    assert client_for(colleague).get(f"/api/v1/conversations/{body['id']}").status_code == 200
+
+
+def test_create_with_foreign_participant_is_400_and_creates_nothing(auth_api):
+    stranger = UserFactory(tenant=TenantFactory())
+
+    response = auth_api.post("/api/v1/conversations", {"participant_ids": [stranger.id]}, format="json")
+
+    assert_error(response, 400, "validation_error")
+    assert Conversation.objects.count() == 0
+
+
+def test_create_with_bad_channel_is_400(auth_api):
+    assert_error(auth_api.post("/api/v1/conversations", {"channel": "fax"}, format="json"), 400, "validation_error")
+
+
+def test_list_is_scoped_paginated_and_filtered(auth_api, user):
+    mine = [ConversationFactory(owner=user, title=f"Trip {i}") for i in range(3)]
+    archived = ConversationFactory(owner=user, title="Old stuff", status="archived")
+    ConversationFactory(owner=UserFactory(tenant=user.tenant))  # colleague's, not shared
+    ConversationFactory(owner=UserFactory(tenant=TenantFactory()))  # other tenant
+
+    everything = auth_api.get("/api/v1/conversations").json()
+    page = auth_api.get("/api/v1/conversations?page_size=2").json()
+    filtered = auth_api.get("/api/v1/conversations?status=archived").json()
+    searched = auth_api.get("/api/v1/conversations?search=trip").json()
+
+    assert {c["id"] for c in everything["results"]} == {c.id for c in [*mine, archived]}
+    assert len(page["results"]) == 2 and page["next"] and page["previous"] is None
+    rest = auth_api.get(page["next"]).json()
+    assert {c["id"] for c in page["results"] + rest["results"]} == {c.id for c in [*mine, archived]}
+    assert [c["id"] for c in filtered["results"]] == [archived.id]
+    assert {c["id"] for c in searched["results"]} == {c.id for c in mine}
+
+
+def test_list_with_bad_filter_is_400(auth_api):
+    assert_error(auth_api.get("/api/v1/conversations?status=nope"), 400, "validation_error")
+
+
+def test_list_query_count_does_not_grow_with_rows(auth_api, user, django_assert_max_num_queries):
+    for _ in range(15):
+        ConversationFactory(owner=user)
+
+    with django_assert_max_num_queries(6):
+        response = auth_api.get("/api/v1/conversations")
+
+    assert len(response.json()["results"]) == 15
+
+
+def test_update_and_delete(auth_api, user):
+    conversation = ConversationFactory(owner=user)
+
+    patched = auth_api.patch(
+        f"/api/v1/conversations/{conversation.id}", {"title": "New", "status": "closed"}, format="json"
+    )
+    deleted = auth_api.delete(f"/api/v1/conversations/{conversation.id}")
+
+    assert patched.status_code == 200 and patched.json()["title"] == "New" and patched.json()["status"] == "closed"
+    assert deleted.status_code == 204
+    assert not Conversation.objects.filter(pk=conversation.id).exists()
+
+
+def test_update_with_bad_status_is_400_and_changes_nothing(auth_api, user):
+    conversation = ConversationFactory(owner=user, title="Keep")
+
+    response = auth_api.patch(
+        f"/api/v1/conversations/{conversation.id}", {"title": "x", "status": "gone"}, format="json"
+    )
+
+    assert_error(response, 400, "validation_error")
+    conversation.refresh_from_db()
+    assert conversation.title == "Keep"
+
+
+@pytest.mark.parametrize("method", ["get", "patch", "delete"])
+def test_other_tenants_conversation_is_404(auth_api, method):
+    theirs = ConversationFactory(owner=UserFactory(tenant=TenantFactory()))
+
+    response = getattr(auth_api, method)(f"/api/v1/conversations/{theirs.id}", {}, format="json")
+
+    assert_error(response, 404, "not_found")
+    assert Conversation.objects.filter(pk=theirs.id).exists()
+
+
+def test_messages_are_ordered_by_seq_and_resume_after_seq(auth_api, user):
+    conversation = ConversationFactory(owner=user)
+    add_messages(conversation, 5)
+
+    everything = auth_api.get(f"/api/v1/conversations/{conversation.id}/messages").json()
+    after = auth_api.get(f"/api/v1/conversations/{conversation.id}/messages/?after_seq=3").json()
+
+    assert [m["seq"] for m in everything["results"]] == [1, 2, 3, 4, 5]
+    assert [m["seq"] for m in after["results"]] == [4, 5]
+
+
+def test_messages_pages_follow_seq(auth_api, user):
+    conversation = ConversationFactory(owner=user)
+    add_messages(conversation, 5)
+
+    first = auth_api.get(f"/api/v1/conversations/{conversation.id}/messages?page_size=2").json()
+    second = auth_api.get(first["next"]).json()
+
+    assert [m["seq"] for m in first["results"]] == [1, 2]
+    assert [m["seq"] for m in second["results"]] == [3, 4]
+
+
+def test_messages_bad_after_seq_is_400(auth_api, user):
+    conversation = ConversationFactory(owner=user)
+
+    assert_error(auth_api.get(f"/api/v1/conversations/{conversation.id}/messages?after_seq=x"), 400, "validation_error")
+
+
+def test_read_receipt_marks_message_read(auth_api, user):
+    conversation = ConversationFactory(owner=user)
+    (message,) = add_messages(conversation, 1)
+
+    response = auth_api.post(f"/api/v1/conversations/{conversation.id}/messages/{message.id}/read")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "read" and response.json()["read_at"]
+    message.refresh_from_db()
+    assert message.status == "read"
+
+
+def test_read_receipt_for_message_of_another_conversation_is_404(auth_api, user):
+    mine = ConversationFactory(owner=user)
+    (other_message,) = add_messages(ConversationFactory(owner=user), 1)
+
+    assert_error(auth_api.post(f"/api/v1/conversations/{mine.id}/messages/{other_message.id}/read"), 404, "not_found")
+
+
+def test_turns_list_agent_runs(auth_api):
+    cid = auth_api.post("/api/v1/chat", {"message": "add a task to x"}, format="json").json()["conversation_id"]
+    auth_api.post("/api/v1/chat", {"message": "hello", "conversation_id": cid}, format="json")
+
+    turns = auth_api.get(f"/api/v1/conversations/{cid}/turns").json()["results"]
+
+    assert [t["status"] for t in turns] == ["completed", "completed"]
+    assert turns[1]["tool_calls"][0]["name"] == "add_task"
+    assert turns[0]["tool_calls"] == []
+
+
+def test_export_json_and_markdown(auth_api):
+    cid = auth_api.post("/api/v1/chat", {"message": "add a task to buy milk"}, format="json").json()["conversation_id"]
+
+    as_json = auth_api.get(f"/api/v1/conversations/{cid}/export?format=json")
+    as_markdown = auth_api.get(f"/api/v1/conversations/{cid}/export/?format=markdown")
+    bad = auth_api.get(f"/api/v1/conversations/{cid}/export?format=pdf")
+
+    assert as_json.status_code == 200
+    assert as_json["Content-Disposition"] == f'attachment; filename="conversation-{cid}.json"'
+    document = as_json.json()
+    assert document["conversation"]["id"] == cid
+    assert [m["role"] for m in document["messages"]] == ["user", "assistant"]
+    assert as_markdown.status_code == 200 and as_markdown["Content-Type"].startswith("text/markdown")
+    text = as_markdown.content.decode()
+    assert "### 1. User" in text and "add a task to buy milk" in text and "tool `add_task`" in text
+    assert_error(bad, 400, "validation_error")
+
+
+def test_messages_of_foreign_conversation_are_404(auth_api):
+    theirs = ConversationFactory(owner=UserFactory(tenant=TenantFactory()))
+    add_messages(theirs, 1)
+
+    assert_error(auth_api.get(f"/api/v1/conversations/{theirs.id}/messages"), 404, "not_found")
+    assert_error(auth_api.get(f"/api/v1/conversations/{theirs.id}/export"), 404, "not_found")
+    assert Message.objects.filter(conversation=theirs).count() == 1
