@@ -11,12 +11,13 @@ api_v1 = [
     path("", include("chat.urls")),
 ]
 
+# The schema and its docs page are public reading, not part of the per-IP auth budget.
 urlpatterns = [
     re_path(r"^health/?$", health.health, name="health"),
     re_path(r"^health/ready/?$", health.ready, name="health-ready"),
     re_path(r"^metrics/?$", health.metrics, name="metrics"),
-    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
-    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(throttle_classes=[]), name="schema"),
+    re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema", throttle_classes=[]), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
     path("api/", include(legacy_chat_urls)),
     path("admin/", admin.site.urls),

@@ -116,6 +116,11 @@ def exception_handler(exc, context):
 
     if not isinstance(exc, drf_exceptions.APIException):
         return None  # ApiErrorMiddleware turns it into a logged 500 envelope.
+    if isinstance(exc, (drf_exceptions.PermissionDenied, drf_exceptions.NotAuthenticated)):
+        # Refused before DRF's throttles ran: still one request against the caller's budget.
+        from .ratelimit import count_request
+
+        count_request(context.get("request"))
 
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
     headers = {}

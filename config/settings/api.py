@@ -6,6 +6,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.api.pagination.CursorPagination",
+    # Per-tenant (authenticated) and per-IP (anonymous) limits; see config/api/ratelimit.py.
+    "DEFAULT_THROTTLE_CLASSES": ["config.api.ratelimit.TenantRateThrottle"],
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.errors.exception_handler",
@@ -37,3 +39,45 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_ALLOW_ALL_ORIGINS = env.bool("CORS_ALLOW_ALL_ORIGINS", default=env.bool("DJANGO_DEBUG", default=False))
 CORS_URLS_REGEX = r"^/(api|health|metrics)/?.*$"
 CORS_EXPOSE_HEADERS = ["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "Retry-After"]
+
+# Browsers may send these request headers cross-origin (beyond corsheaders' defaults).
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "user-agent",
+    "x-csrftoken",
+    "x-requested-with",
+    "idempotency-key",
+    "x-request-id",
+    "last-event-id",
+)
+CORS_EXPOSE_HEADERS += ["Idempotent-Replayed", "Location"]
+
+# --- Rate limits (django-ratelimit on the shared cache: Redis on the real stack, so every
+# web process counts against one budget). Fixed one-minute windows per tenant.
+# Requests a minute for a tenant on the free tier (new tenants start here).
+RATE_LIMIT_FREE = env.int("RATE_LIMIT_FREE", default=60)
+# Requests a minute for a tenant on the standard tier.
+RATE_LIMIT_STANDARD = env.int("RATE_LIMIT_STANDARD", default=300)
+# Requests a minute for a tenant on the enterprise tier.
+RATE_LIMIT_ENTERPRISE = env.int("RATE_LIMIT_ENTERPRISE", default=600)
+# Anonymous API requests (register, token, refresh) per client IP: brute-force protection.
+RATE_LIMIT_AUTH_PER_IP = env.str("RATE_LIMIT_AUTH_PER_IP", default="20/m")
+# Off switch for the whole mechanism (django-ratelimit's own setting), e.g. for load tests.
+RATELIMIT_ENABLE = env.bool("RATE_LIMIT_ENABLED", default=True)
+# When the cache cannot count (Redis down), let requests through (logged) rather than refuse all.
+RATELIMIT_FAIL_OPEN = env.bool("RATE_LIMIT_FAIL_OPEN", default=True)
+# Where the client IP comes from: empty = REMOTE_ADDR; behind a proxy name the header it
+# sets to the single client address, e.g. HTTP_X_REAL_IP.
+RATELIMIT_IP_META_KEY = env.str("RATE_LIMIT_IP_META_KEY", default="") or None
+RATELIMIT_CACHE_PREFIX = "rl:"
+
+# --- Idempotency keys (Idempotency-Key on creating POSTs), stored in the database.
+# Hours a key (and the response it replays) is kept.
+IDEMPOTENCY_TTL_HOURS = env.int("IDEMPOTENCY_TTL_HOURS", default=24)
+# Seconds a duplicate waits for the first request to finish before answering 409.
+IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=5.0)
+# Seconds after which an unfinished key is presumed abandoned (crashed process) and may be
+# taken over by a retry. Keep it above the longest creating request (a sync agent turn).
+IDEMPOTENCY_LOCK_SECONDS = env.int("IDEMPOTENCY_LOCK_SECONDS", default=300)

@@ -33,6 +33,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.api.middleware.RequestIdMiddleware",
+    # X-RateLimit-* headers on every counted response, after the error envelope is final.
+    "config.api.ratelimit.RateLimitHeadersMiddleware",
     "config.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from daphne without a separate web server.

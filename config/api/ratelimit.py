@@ -1,0 +1,201 @@
+"""Rate limits: per tenant by tier for authenticated API calls, per client IP for anonymous ones.
+
+The counting is django-ratelimit's core (``get_usage``): an atomic ``add``/``incr`` on the
+shared cache (Redis on the real stack, so every web process draws on one budget) in fixed
+windows of one minute. The library offsets each key's window by a stable jitter
+(``crc32(key) % period``), so windows of different tenants do not all reset at once;
+``Usage.retry_after`` is the time to the end of this key's window.
+
+Entry points:
+
+- DRF views: ``TenantRateThrottle`` is in ``DEFAULT_THROTTLE_CLASSES``. It runs after DRF
+  authentication (plain middleware would only see ``AnonymousUser`` with JWT); over the
+  limit, DRF raises ``Throttled`` and the error envelope answers 429 ``rate_limited`` with
+  ``Retry-After``. Views that are anonymous by design and must not share the per-IP auth
+  budget (the schema, signed webhooks) set ``throttle_classes = []`` or their own.
+- Anything else (async SSE views, the WebSocket consumer): ``tenant_usage(user=...)`` (sync,
+  touches the database for the tenant's tier) or ``await atenant_usage(user=...)``.
+- ``RateLimitHeadersMiddleware`` writes ``X-RateLimit-Limit``/``X-RateLimit-Remaining`` on
+  every response whose request carries a ``rate_limit_usage`` (set by the throttle, or by a
+  plain view: ``request.rate_limit_usage = usage``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django_ratelimit.core import get_usage
+from rest_framework.throttling import BaseThrottle
+
+from . import metrics
+from .errors import error_response
+from .middleware import _HybridMiddleware
+
+logger = logging.getLogger(__name__)
+
+TENANT_GROUP = "api:tenant"
+CLIENT_IP_GROUP = "api:client-ip"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One look at a budget. ``retry_after`` is whole seconds (at least 1) until the window
+    resets; ``counted`` is False when nothing was counted (limits disabled, or the cache
+    failed and ``RATELIMIT_FAIL_OPEN`` let the request through)."""
+
+    limit: int
+    remaining: int
+    retry_after: int
+    limited: bool
+    scope: str
+    counted: bool = True
+
+    def headers(self) -> dict[str, str]:
+        if not self.counted:
+            return {}
+        headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining)}
+        if self.limited:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+    def apply(self, response):
+        """Sets the rate-limit headers on ``response`` (any Django/DRF response) and returns it."""
+        for name, value in self.headers().items():
+            if name not in response:
+                response[name] = value
+        return response
+
+    def error_response(self):
+        """The 429 envelope for a plain (non-DRF) view, headers included."""
+        return error_response(
+            429,
+            "rate_limited",
+            f"Rate limit exceeded. Try again in {self.retry_after} seconds.",
+            {"limit": self.limit, "scope": self.scope},
+            headers=self.headers(),
+        )
+
+
+def tier_limit(tier: str) -> int:
+    """Requests a minute that a tenant of ``tier`` may make (settings ``RATE_LIMIT_<TIER>``)."""
+    limits = {
+        "free": settings.RATE_LIMIT_FREE,
+        "standard": settings.RATE_LIMIT_STANDARD,
+        "enterprise": settings.RATE_LIMIT_ENTERPRISE,
+    }
+    return limits.get(tier, settings.RATE_LIMIT_FREE)
+
+
+def _usage(*, request, group: str, key, rate: str, scope: str, increment: bool) -> Usage:
+    limit = int(rate.split("/", 1)[0])
+    try:
+        raw = get_usage(request, group=group, key=key, rate=rate, increment=increment)
+    except Exception:  # noqa: BLE001 - a cache outage must not turn into a 500
+        if not settings.RATELIMIT_FAIL_OPEN:
+            raw = {"count": 0, "limit": 0, "should_limit": True, "time_left": -1}
+        else:
+            logger.warning("rate limit cache unavailable; request let through", exc_info=True)
+            raw = None
+    if raw is None:  # disabled, or fail-open after a cache error
+        return Usage(limit=limit, remaining=limit, retry_after=0, limited=False, scope=scope, counted=False)
+    limited = bool(raw["should_limit"])
+    usage = Usage(
+        limit=raw["limit"],
+        remaining=max(0, raw["limit"] - raw["count"]),
+        # django-ratelimit's window still includes its last second ``time_left`` (a request at
+        # exactly that second counts against this window), so it resets one second later.
+        retry_after=max(1, int(raw["time_left"]) + 1),
+        limited=limited,
+        scope=scope,
+    )
+    if limited and increment:
+        metrics.RATE_LIMIT_REJECTIONS.labels(scope).inc()
+    return usage
+
+
+def tenant_usage(*, user, increment: bool = True) -> Usage:
+    """Counts one request (``increment=True``) against the budget of ``user``'s tenant and
+    returns where the budget stands; ``increment=False`` only looks.
+
+    Sync: it reads ``user.tenant`` (one query unless already loaded), so call it from async
+    code through ``database_sync_to_async`` (or ``await atenant_usage(...)``). The same
+    budget serves REST, SSE and WebSocket messages. When ``usage.limited`` the caller
+    refuses: a plain view returns ``usage.error_response()`` (429 envelope with
+    ``Retry-After``), the WebSocket consumer closes with 4429 or sends an error event.
+    Rejections are counted in ``rate_limit_rejections_total{scope="tenant"}``.
+    """
+    limit = tier_limit(user.tenant.tier)
+    tenant_key = str(user.tenant_id)
+    return _usage(
+        request=None,
+        group=TENANT_GROUP,
+        key=lambda _group, _request: tenant_key,
+        rate=f"{limit}/m",
+        scope="tenant",
+        increment=increment,
+    )
+
+
+async def atenant_usage(*, user, increment: bool = True) -> Usage:
+    """``tenant_usage`` for async callers (SSE views, consumers)."""
+    return await database_sync_to_async(tenant_usage)(user=user, increment=increment)
+
+
+def client_ip_usage(request, *, increment: bool = True) -> Usage:
+    """Counts one anonymous request against its client IP's budget (``RATE_LIMIT_AUTH_PER_IP``).
+    The IP is django-ratelimit's: ``REMOTE_ADDR``, or ``RATELIMIT_IP_META_KEY`` behind a proxy."""
+    return _usage(
+        request=getattr(request, "_request", request),
+        group=CLIENT_IP_GROUP,
+        key="ip",
+        rate=_per_minute_or_given(settings.RATE_LIMIT_AUTH_PER_IP),
+        scope="ip",
+        increment=increment,
+    )
+
+
+def _per_minute_or_given(rate: str) -> str:
+    return rate if "/" in rate else f"{int(rate)}/m"
+
+
+class TenantRateThrottle(BaseThrottle):
+    """DRF throttle: the tenant's budget for authenticated callers, the client IP's budget
+    for anonymous ones (only ``AllowAny`` views get this far without a user)."""
+
+    def allow_request(self, request, view) -> bool:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and getattr(user, "tenant_id", None):
+            usage = tenant_usage(user=user)
+        else:
+            usage = client_ip_usage(request)
+        request._request.rate_limit_usage = usage
+        self.usage = usage
+        return not usage.limited
+
+    def wait(self) -> float | None:
+        return self.usage.retry_after
+
+
+def count_request(request) -> None:
+    """Counts a DRF request that was refused before the throttles ran (permission checks
+    come first in DRF), so every authenticated response carries the headers and every
+    request draws on the budget. Never refuses: the response is already decided."""
+    if request is None or hasattr(request._request, "rate_limit_usage"):
+        return
+    user = getattr(request, "_user", None)  # never authenticate here: only what DRF already did
+    if user is not None and user.is_authenticated and getattr(user, "tenant_id", None):
+        request._request.rate_limit_usage = tenant_usage(user=user)
+
+
+class RateLimitHeadersMiddleware(_HybridMiddleware):
+    """Adds ``X-RateLimit-Limit``/``X-RateLimit-Remaining`` (and ``Retry-After`` on a 429)
+    to responses whose request was counted against a budget."""
+
+    def after(self, request, response):
+        usage = getattr(request, "rate_limit_usage", None)
+        if usage is not None:
+            usage.apply(response)
+        return response
