@@ -34,6 +34,10 @@ class AgentUnavailable(ServiceUnavailable):
     code = "agent_unavailable"
 
 
+class TurnCancelled(Exception):
+    """The listener that ran the turn went away (an SSE client disconnected)."""
+
+
 # ---------------------------------------------------------------- tasks
 
 
@@ -106,6 +110,8 @@ class Turn:
     conversation: Conversation
     message: Message
     run: AgentRun
+    # False when a resent client_message_id returned a turn stored earlier.
+    created: bool = True
 
 
 def turn_begin(
@@ -141,7 +147,7 @@ def turn_begin(
                 provider=provider.name,
                 model=provider.model,
             )
-    return Turn(conversation=conversation, message=message, run=run)
+    return Turn(conversation=conversation, message=message, run=run, created=created)
 
 
 def _title_from(content: str) -> str:
@@ -149,14 +155,15 @@ def _title_from(content: str) -> str:
     return first_line if len(first_line) <= 60 else first_line[:59] + "…"
 
 
-def run_execute(*, run_id: int, sink=None, allow_retry: bool = False) -> AgentRun:
+def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=None) -> AgentRun:
     """Runs the agent for a queued run and stores its reply.
 
     Events go to the conversation's group (and to ``sink`` when given). A finished run is
     returned as it is, so a redelivered Celery task does no work twice. On a provider
     failure the run is marked failed and ``AgentUnavailable`` is raised; with
     ``allow_retry`` a transient failure puts the run back in the queue and re-raises the
-    ``ProviderError`` for the caller to retry.
+    ``ProviderError`` for the caller to retry. When ``cancel`` (a ``threading.Event``) is
+    set the turn stops at its next event and the run is marked failed as cancelled.
     """
     with transaction.atomic():
         run = (
@@ -179,14 +186,20 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False) -> AgentRu
     )
     provider = get_provider()
     started = time.perf_counter()
+
+    def emit(kind: str, data: dict) -> None:
+        if cancel is not None and cancel.is_set():
+            raise TurnCancelled()
+        publisher.emit(kind, {**handle, **data})
+
     try:
         result = run_agent(
-            provider=provider,
-            user=run.user,
-            history=history,
-            emit=lambda kind, data: publisher.emit(kind, {**handle, **data}),
-            max_rounds=settings.AGENT_MAX_TOOL_ROUNDS,
+            provider=provider, user=run.user, history=history, emit=emit, max_rounds=settings.AGENT_MAX_TOOL_ROUNDS
         )
+    except TurnCancelled:
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        run_fail(run=run, error="cancelled: the client went away", latency_ms=elapsed_ms, publisher=publisher)
+        return run
     except ProviderError as exc:
         elapsed = time.perf_counter() - started
         if allow_retry and exc.transient:
@@ -207,6 +220,7 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False) -> AgentRu
             content=result.content,
             tool_calls=result.tool_calls,
             event="message.completed",
+            publisher=publisher,
         )
         run.status = AgentRun.Status.COMPLETED
         run.reply_message = reply
@@ -271,3 +285,53 @@ def chat_turn(*, user, content: str, conversation_id=None, sink=None) -> Turn:
     if turn.run.status == AgentRun.Status.FAILED:  # a resent message whose turn had failed
         raise AgentUnavailable("The assistant could not answer this message.", details={"run_id": turn.run.pk})
     return turn
+
+
+def message_post(
+    *, user, conversation_id, content: str, attachments: list | None = None, client_message_id: str | None = None
+) -> Turn:
+    """Stores the user's message and a queued run, and hands the run to a Celery worker
+    once the transaction has committed. The caller answers at once (202)."""
+    from .tasks import run_agent_task
+
+    with transaction.atomic():
+        turn = turn_begin(
+            user=user,
+            content=content,
+            conversation_id=conversation_id,
+            attachments=attachments,
+            client_message_id=client_message_id,
+        )
+        if turn.created:
+            run_id = turn.run.pk
+            transaction.on_commit(lambda: run_agent_task.delay(run_id))
+    return turn
+
+
+def runs_sweep(*, now=None) -> dict:
+    """Finds runs no worker will finish and settles them: a run ``running`` past the task
+    time limit (its worker died) is queued again while it has attempts left, else failed;
+    a run ``queued`` for longer than ``AGENT_STALE_QUEUED_SECONDS`` (its task was lost) is
+    queued again. Returns what it did."""
+    from datetime import timedelta
+
+    from .tasks import run_agent_task
+
+    now = now or timezone.now()
+    dead_after = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    requeued, failed = [], []
+    stuck = AgentRun.objects.filter(status=AgentRun.Status.RUNNING, started_at__lt=now - dead_after)
+    for run in stuck.select_related("conversation", "user"):
+        if run.attempts >= settings.AGENT_MAX_ATTEMPTS:
+            run_fail(run=run, error="the worker running this turn was lost")
+            failed.append(run.pk)
+        else:
+            AgentRun.objects.filter(pk=run.pk, status=AgentRun.Status.RUNNING).update(status=AgentRun.Status.QUEUED)
+            requeued.append(run.pk)
+    stale = AgentRun.objects.filter(
+        status=AgentRun.Status.QUEUED, created_at__lt=now - timedelta(seconds=settings.AGENT_STALE_QUEUED_SECONDS)
+    ).values_list("pk", flat=True)
+    requeued += [pk for pk in stale if pk not in requeued]
+    for run_id in requeued:
+        transaction.on_commit(lambda run_id=run_id: run_agent_task.delay(run_id))
+    return {"requeued": requeued, "failed": failed}

@@ -2,13 +2,14 @@ from django.urls import re_path
 
 from config.api.routers import Router
 
-from . import views
+from . import streaming, views
 
 router = Router()
 router.register("tasks", views.TaskViewSet, basename="task")
 
 urlpatterns = [
     re_path(r"^chat/?$", views.ChatView.as_view(), name="chat"),
+    re_path(r"^chat/stream/?$", streaming.chat_stream, name="chat-stream"),
     *router.urls,
 ]
 

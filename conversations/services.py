@@ -8,7 +8,7 @@ from django.utils import timezone
 from audits.services import audit_record
 from config.api.errors import ApplicationError
 
-from .events import publish
+from .events import Publisher, publish
 from .models import MAX_MESSAGE_CHARS, Conversation, Message
 
 
@@ -89,13 +89,15 @@ def message_create(
     status: str = Message.Status.DELIVERED,
     client_message_id: str | None = None,
     event: str = "message.created",
+    publisher: Publisher | None = None,
 ) -> Message:
     """Stores a message with the next ``seq`` of its conversation.
 
     The seq comes from ``Conversation.last_seq``, bumped under a row lock in this
     transaction: gapless and unique under any number of writers, and a rolled-back insert
     rolls its number back. ``event`` (``message.created``; ``message.completed`` for a
-    finished assistant reply) is published after commit, carrying the seq.
+    finished assistant reply) is published after commit, carrying the seq, through
+    ``publisher`` when the caller streams the turn itself.
     """
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().only("id", "last_seq").get(pk=conversation.pk)
@@ -116,7 +118,7 @@ def message_create(
             client_message_id=client_message_id,
             created_at=now,
         )
-        publish(conversation.pk, event, message_event_data(message), seq=message.seq)
+        (publisher or Publisher(conversation.pk)).emit(event, message_event_data(message), seq=message.seq)
     return message
 
 

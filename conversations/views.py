@@ -9,7 +9,8 @@ from rest_framework.response import Response
 
 from accounts.models import User
 from chat import selectors as chat_selectors
-from chat.serializers import AgentRunSerializer
+from chat import services as chat_services
+from chat.serializers import AgentRunSerializer, MessageAcceptedSerializer
 from config.api.errors import ApplicationError
 from config.api.views import TenantScopedViewSet
 
@@ -20,6 +21,7 @@ from .serializers import (
     ConversationSerializer,
     ConversationUpdateSerializer,
     ExportQuerySerializer,
+    MessageCreateSerializer,
     MessageListQuerySerializer,
     MessageSerializer,
 )
@@ -83,10 +85,15 @@ class ConversationViewSet(
     def perform_destroy(self, instance):
         services.conversation_delete(conversation=instance, user=self.request.user)
 
-    @extend_schema(parameters=[MessageListQuerySerializer], responses=MessageSerializer(many=True))
-    @action(detail=True, methods=["get"], url_path="messages", cursor_ordering=("seq",))
+    @extend_schema(methods=["GET"], parameters=[MessageListQuerySerializer], responses=MessageSerializer(many=True))
+    @extend_schema(methods=["POST"], request=MessageCreateSerializer, responses={202: MessageAcceptedSerializer})
+    @action(detail=True, methods=["get", "post"], url_path="messages", cursor_ordering=("seq",))
     def messages(self, request, pk=None):
-        """Messages in ``seq`` order; ``?after_seq=N`` gives only what came after N."""
+        """GET: messages in ``seq`` order; ``?after_seq=N`` gives only what came after N.
+        POST: stores the message and answers 202 with it and its queued agent run; the
+        agent runs on a Celery worker and its events reach the conversation's listeners."""
+        if request.method == "POST":
+            return self._post_message(request, pk)
         query = MessageListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         messages = selectors.message_list(
@@ -94,6 +101,13 @@ class ConversationViewSet(
         )
         page = self.paginate_queryset(messages)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+    def _post_message(self, request, pk):
+        data = MessageCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        turn = chat_services.message_post(user=request.user, conversation_id=pk, **data.validated_data)
+        body = {"message": MessageSerializer(turn.message).data, "run": AgentRunSerializer(turn.run).data}
+        return Response(body, status=status.HTTP_202_ACCEPTED if turn.created else status.HTTP_200_OK)
 
     @extend_schema(request=None, responses=MessageSerializer)
     @action(detail=True, methods=["post"], url_path=r"messages/(?P<message_id>[0-9]+)/read")

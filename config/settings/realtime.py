@@ -9,7 +9,7 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 # Celery: a Redis broker and separate workers on the real stack; in-process when embedded.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
@@ -22,7 +22,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Hard limit on one task; the broker's visibility timeout stays above it so a running
 # task is never handed to a second worker.
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=300)
-CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 30
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - max(1, min(30, CELERY_TASK_TIME_LIMIT // 10))
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
@@ -40,3 +40,16 @@ AGENT_PROVIDER = env.str("AGENT_PROVIDER", default="openai" if OPENAI_API_KEY el
 AGENT_MAX_TOOL_ROUNDS = env.int("AGENT_MAX_TOOL_ROUNDS", default=5)
 # Characters of conversation history fed to the model (newest first, whole messages).
 AGENT_HISTORY_CHARS = env.int("AGENT_HISTORY_CHARS", default=16000)
+# Attempts a turn gets on Celery (transient provider errors, lost workers) before it fails.
+AGENT_MAX_ATTEMPTS = env.int("AGENT_MAX_ATTEMPTS", default=3)
+# First retry delay in seconds; doubles with each attempt.
+AGENT_RETRY_BACKOFF_SECONDS = env.float("AGENT_RETRY_BACKOFF_SECONDS", default=2.0)
+# A run still queued after this many seconds lost its task and is queued again by the sweep.
+AGENT_STALE_QUEUED_SECONDS = env.int("AGENT_STALE_QUEUED_SECONDS", default=900)
+# Seconds between SSE heartbeat comments (keeps proxies from closing idle streams).
+SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
+
+# Periodic work, run by `celery worker --beat` (make run / make worker).
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-runs": {"task": "chat.tasks.sweep_stuck_runs", "schedule": 60.0},
+}

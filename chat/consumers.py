@@ -1,0 +1,164 @@
+"""WebSocket interface of a conversation: ``ws/v1/conversations/{id}/``.
+
+Auth: the access token as ``?token=`` or in ``Sec-WebSocket-Protocol`` (``bearer, <token>``
+or the token alone). Server frames are ``{"type", "seq", "data"}``; the client sends
+``message.send``, ``message.read``, ``typing`` and ``ping``. Close codes: 4401
+unauthenticated, 4403 forbidden, 4404 not found, 4429 rate limited.
+"""
+
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from config.api import metrics
+from config.api.auth import user_from_token
+from config.api.errors import ApplicationError
+from conversations import selectors as conversation_selectors
+from conversations import services as conversation_services
+from conversations.events import event_frame, group_name, publish
+from conversations.models import Conversation
+from conversations.stream import SeqFilter, stored_frames
+
+from . import services
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_RATE_LIMITED = 4429
+
+
+def _access(user, conversation_id: int) -> tuple[int | None, Conversation | None]:
+    """(close code or None, conversation). Another tenant's conversation is 'not found';
+    one of the caller's tenant that they do not take part in is 'forbidden'."""
+    exists_in_tenant = Conversation.objects.for_tenant(user.tenant_id).filter(pk=conversation_id).exists()
+    if not exists_in_tenant:
+        return CLOSE_NOT_FOUND, None
+    try:
+        return None, conversation_selectors.conversation_get(
+            tenant=user.tenant_id, user=user, conversation_id=conversation_id
+        )
+    except ApplicationError:
+        return CLOSE_FORBIDDEN, None
+
+
+class ConversationConsumer(AsyncJsonWebsocketConsumer):
+    user = None
+    conversation_id: int | None = None
+    counted = False
+
+    def _token_and_subprotocol(self) -> tuple[str | None, str | None]:
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        if query.get("token"):
+            return query["token"][0], None
+        protocols = self.scope.get("subprotocols") or []
+        if len(protocols) >= 2 and protocols[0].lower() == "bearer":
+            return protocols[1], protocols[0]
+        if len(protocols) == 1:
+            return protocols[0], protocols[0]
+        return None, None
+
+    async def connect(self):
+        token, subprotocol = self._token_and_subprotocol()
+        # Accept first: a close code can only be sent on an open socket.
+        await self.accept(subprotocol=subprotocol)
+        self.user = await database_sync_to_async(user_from_token)(token)
+        if self.user is None:
+            return await self.close(code=CLOSE_UNAUTHENTICATED)
+        self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
+        code, _ = await database_sync_to_async(_access)(self.user, self.conversation_id)
+        if code:
+            return await self.close(code=code)
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        try:
+            after_seq = int(query["after_seq"][0]) if query.get("after_seq") else None
+        except ValueError:
+            after_seq = None
+        # Subscribe first, then replay what is stored; the group's events wait in the
+        # channel until connect() returns and are deduplicated by seq.
+        self.filter = SeqFilter(after_seq or 0)
+        await self.channel_layer.group_add(group_name(self.conversation_id), self.channel_name)
+        metrics.WEBSOCKET_CONNECTIONS.inc()
+        self.counted = True
+        if after_seq is not None:
+            for frame in await database_sync_to_async(stored_frames)(self.conversation_id, after_seq):
+                if self.filter.admit(frame):
+                    await self.send_json(frame)
+
+    async def disconnect(self, code):
+        if self.conversation_id is not None:
+            await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
+        if self.counted:
+            metrics.WEBSOCKET_CONNECTIONS.dec()
+            self.counted = False
+
+    async def conversation_event(self, event):
+        frame = event["frame"]
+        if self.filter.admit(frame):
+            await self.send_json(frame)
+
+    async def send_error(self, code: str, message: str, details=None, ref=None):
+        await self.send_json(
+            event_frame("error", {"code": code, "message": message, "details": details or {}, "ref": ref})
+        )
+
+    async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            return await self.send_error("invalid_frame", 'Frames are JSON objects with a "type".')
+        kind, ref = content["type"], content.get("ref")
+        handler = {
+            "message.send": self.on_message_send,
+            "message.read": self.on_message_read,
+            "typing": self.on_typing,
+            "ping": self.on_ping,
+        }.get(kind)
+        if handler is None:
+            return await self.send_error("unknown_type", f"Unknown frame type {kind!r}.", ref=ref)
+        try:
+            await handler(content, ref)
+        except ApplicationError as exc:
+            await self.send_error(exc.code, exc.message, exc.details, ref=ref)
+
+    async def on_message_send(self, content, ref):
+        text = content.get("content")
+        if not isinstance(text, str):
+            return await self.send_error("validation_error", "content must be a string.", ref=ref)
+        turn = await database_sync_to_async(services.message_post)(
+            user=self.user,
+            conversation_id=self.conversation_id,
+            content=text,
+            attachments=content.get("attachments") if isinstance(content.get("attachments"), list) else None,
+            client_message_id=content.get("client_message_id") or None,
+        )
+        await self.send_json(
+            event_frame(
+                "message.ack",
+                {
+                    "ref": ref,
+                    "message_id": turn.message.pk,
+                    "seq": turn.message.seq,
+                    "run_id": turn.run.pk,
+                    "client_message_id": turn.message.client_message_id,
+                    "duplicate": not turn.created,
+                },
+            )
+        )
+
+    async def on_message_read(self, content, ref):
+        def mark():
+            conversation = conversation_selectors.conversation_get(
+                tenant=self.user.tenant_id, user=self.user, conversation_id=self.conversation_id
+            )
+            message = conversation_selectors.message_get(
+                conversation=conversation, message_id=content.get("message_id")
+            )
+            conversation_services.message_mark_read(message=message, user=self.user)
+
+        await database_sync_to_async(mark)()
+
+    async def on_typing(self, content, ref):
+        data = {"user_id": self.user.pk, "is_typing": bool(content.get("is_typing", True))}
+        await database_sync_to_async(publish)(self.conversation_id, "typing", data)
+
+    async def on_ping(self, content, ref):
+        await self.send_json(event_frame("pong", {"ref": ref}))

@@ -1,0 +1,50 @@
+"""Server-sent events: the framing and the response every SSE endpoint uses.
+
+Under ASGI the body must be an async generator (a sync iterator is consumed whole before
+anything is sent). Headers keep proxies and GZip from buffering, and a comment line goes
+first so the headers flush at once.
+"""
+
+import json
+from collections.abc import AsyncIterator
+
+from channels.db import database_sync_to_async
+from django.http import StreamingHttpResponse
+
+from .auth import bearer_token, user_from_token
+from .errors import ApplicationError, error_response
+
+
+def encode(frame: dict) -> str:
+    """One event: ``id:`` is the seq of a stored message (what ``Last-Event-ID`` resumes
+    from); ``data:`` is the same ``{"type", "seq", "data"}`` object the WebSocket sends."""
+    lines = []
+    if frame.get("seq") is not None:
+        lines.append(f"id: {frame['seq']}")
+    lines.append(f"event: {frame['type']}")
+    lines.append(f"data: {json.dumps(frame, separators=(',', ':'), default=str)}")
+    return "\n".join(lines) + "\n\n"
+
+
+def comment(text: str) -> str:
+    return f": {text}\n\n"
+
+
+def response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
+    result = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
+    result["Cache-Control"] = "no-cache"
+    result["X-Accel-Buffering"] = "no"
+    return result
+
+
+async def authenticate(request):
+    """The caller from the bearer token, or None."""
+    return await database_sync_to_async(user_from_token)(bearer_token(request))
+
+
+def unauthenticated():
+    return error_response(401, "not_authenticated", "Authentication credentials were not provided or are invalid.")
+
+
+def application_error(exc: ApplicationError):
+    return error_response(exc.status, exc.code, exc.message, exc.details)

@@ -1,0 +1,62 @@
+"""Helpers to read SSE responses and WebSocket frames in-process."""
+
+import asyncio
+import json
+
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from accounts.services import tokens_for
+from config.routing import websocket_urlpatterns
+
+
+def parse_sse(text: str) -> list[dict]:
+    """Events of an SSE body: [{"id", "event", "data"}], comments dropped."""
+    events = []
+    for block in text.split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        if fields:
+            events.append({"id": fields.get("id"), "event": fields.get("event"), "data": json.loads(fields["data"])})
+    return events
+
+
+async def read_sse(response, *, until, timeout: float = 5.0) -> list[dict]:
+    """Reads an (endless) SSE response until ``until(events)`` holds, then closes it."""
+    iterator = aiter(response.streaming_content)
+    buffer, events = "", []
+    try:
+        while not until(events):
+            chunk = await asyncio.wait_for(anext(iterator), timeout)
+            buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+            *complete, buffer = buffer.split("\n\n")
+            events += parse_sse("\n\n".join(complete) + "\n\n") if complete else []
+    finally:
+        await iterator.aclose()
+    return events
+
+
+async def access_token(user) -> str:
+    return (await database_sync_to_async(tokens_for)(user)).access
+
+
+async def communicator(user, conversation_id: int, *, query: str = "", subprotocols=None, token: str | None = None):
+    from channels.routing import URLRouter
+
+    app = URLRouter(websocket_urlpatterns)
+    if token is None and user is not None and subprotocols is None:
+        token = await access_token(user)
+    params = "&".join(p for p in [f"token={token}" if token else "", query] if p)
+    path = f"/ws/v1/conversations/{conversation_id}/" + (f"?{params}" if params else "")
+    return WebsocketCommunicator(app, path, subprotocols=subprotocols)
+
+
+async def receive_until(comm, predicate, timeout: float = 5.0) -> list[dict]:
+    frames = []
+    while not frames or not predicate(frames[-1]):
+        frames.append(await comm.receive_json_from(timeout=timeout))
+    return frames
