@@ -11,6 +11,7 @@ from django.utils.text import slugify
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from audits.services import audit_record
 from config.api.errors import ApplicationError, Conflict
 
 from .models import Tenant, User
@@ -72,23 +73,70 @@ def tenant_register(*, email: str, password: str, display_name: str, tenant_name
     user = _user_create(
         tenant=tenant, email=email, password=password, display_name=display_name, role=User.Role.OWNER
     )
+    audit_record(
+        tenant=tenant,
+        actor=user,
+        action="tenant.created",
+        resource_type="tenant",
+        resource_id=tenant.pk,
+        details={"name": tenant.name, "slug": tenant.slug, "tier": tenant.tier},
+    )
+    audit_record(
+        tenant=tenant,
+        actor=user,
+        action="user.created",
+        resource_type="user",
+        resource_id=user.pk,
+        details={"email": user.email, "role": user.role},
+    )
     return user, tenant
 
 
+def _login_failed(*, email: str) -> None:
+    """Records a failed login on the account's tenant chain, or on the platform chain when
+    no account has this email. The reason stays in the trail, never in the response."""
+    known = User.objects.filter(email=email).only("id", "tenant_id", "is_active").first()
+    audit_record(
+        tenant=known.tenant_id if known else None,
+        action="auth.login_failed",
+        resource_type="user" if known else "",
+        resource_id=known.pk if known else "",
+        details={
+            "email": email[:254],
+            "reason": ("inactive" if not known.is_active else "bad_password") if known else "unknown_email",
+        },
+    )
+
+
 def auth_login(*, email: str, password: str, request=None) -> tuple[User, TokenPair]:
-    user = authenticate(request, email=(email or "").strip().lower(), password=password)
+    """Precondition: not inside a transaction the caller rolls back on error, or the
+    failed-login record (committed before the 401 is raised) would be lost with it."""
+    email = (email or "").strip().lower()
+    user = authenticate(request, email=email, password=password)
     if user is None:
+        _login_failed(email=email)
         raise AuthenticationError("No active account matches these credentials.")
-    update_last_login(None, user)
+    with transaction.atomic():
+        update_last_login(None, user)
+        audit_record(tenant=user.tenant_id, actor=user, action="auth.login", resource_type="user", resource_id=user.pk)
     return user, tokens_for(user)
 
 
 def auth_refresh(*, refresh: str) -> TokenPair:
     """Rotates the refresh token: the old one is blacklisted and refused from now on."""
     try:
-        old = RefreshToken(refresh)
-        user = User.objects.get(pk=old["user_id"], is_active=True)
-        old.blacklist()
+        with transaction.atomic():
+            old = RefreshToken(refresh)
+            user = User.objects.get(pk=old["user_id"], is_active=True)
+            old.blacklist()
+            audit_record(
+                tenant=user.tenant_id,
+                actor=user,
+                action="auth.token_refreshed",
+                resource_type="user",
+                resource_id=user.pk,
+                details={"jti": old.get("jti", "")},
+            )
     except (TokenError, User.DoesNotExist, KeyError) as exc:
         raise AuthenticationError("The refresh token is invalid, expired or revoked.", code="token_not_valid") from exc
     return tokens_for(user)
@@ -101,13 +149,32 @@ def auth_logout(*, user: User, refresh: str) -> None:
         raise AuthenticationError("The refresh token is invalid, expired or revoked.", code="token_not_valid") from exc
     if str(token.get("user_id")) != str(user.pk):
         raise ApplicationError("This refresh token belongs to another account.", code="token_mismatch")
-    token.blacklist()
+    with transaction.atomic():
+        token.blacklist()
+        audit_record(
+            tenant=user.tenant_id,
+            actor=user,
+            action="auth.logout",
+            resource_type="user",
+            resource_id=user.pk,
+            details={"jti": token.get("jti", "")},
+        )
 
 
+@transaction.atomic
 def user_add(*, actor: User, email: str, password: str, display_name: str, role: str) -> User:
     """A tenant owner or admin adds a user to their own tenant. Only owners make owners."""
     if not actor.is_tenant_admin:
         raise ApplicationError("Only owners and admins manage users.", code="permission_denied", status=403)
     if role == User.Role.OWNER and actor.role != User.Role.OWNER:
         raise ApplicationError("Only an owner can add another owner.", code="permission_denied", status=403)
-    return _user_create(tenant=actor.tenant, email=email, password=password, display_name=display_name, role=role)
+    user = _user_create(tenant=actor.tenant, email=email, password=password, display_name=display_name, role=role)
+    audit_record(
+        tenant=actor.tenant_id,
+        actor=actor,
+        action="user.created",
+        resource_type="user",
+        resource_id=user.pk,
+        details={"email": user.email, "role": user.role},
+    )
+    return user

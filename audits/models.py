@@ -1,1 +1,127 @@
-from django.db import models  # noqa: F401
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Tenant, TenantQuerySet
+
+from .hashing import GENESIS_HASH, content_hash
+
+PLATFORM_CHAIN_KEY = "platform"
+
+
+def chain_key(tenant_id: int | None) -> str:
+    return f"tenant:{tenant_id}" if tenant_id is not None else PLATFORM_CHAIN_KEY
+
+
+class AuditChain(models.Model):
+    """The head of one hash chain: one per tenant, plus the platform chain (tenant NULL) for
+    events that belong to no tenant (a failed login for an unknown email).
+
+    Appending a record bumps ``last_seq`` with a row lock, which serializes writers of the
+    same chain and nothing else. ``anchor_*`` is where the kept chain starts: the genesis
+    hash, or after a purge the hash of the last purged record (an ``audit.purged`` record
+    in the chain names the same anchor, so the anchor cannot be moved unnoticed).
+    """
+
+    key = models.CharField(max_length=40, unique=True)
+    # Tenants are deactivated, not deleted: their audit trail outlives them (PROTECT).
+    tenant = models.OneToOneField(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="audit_chain")
+    last_seq = models.PositiveBigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    anchor_seq = models.PositiveBigIntegerField(default=0)
+    anchor_hash = models.CharField(max_length=64, default=GENESIS_HASH)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class AuditRecordQuerySet(TenantQuerySet):
+    pass
+
+
+class AuditRecord(models.Model):
+    """One audited event. Append-only: the application never updates or deletes a record
+    (only ``purge_audits`` deletes the oldest ones, keeping the chain verifiable).
+
+    ``hash`` is sha256 over the canonical content (every field below but ``id`` and
+    ``hash``, including ``prev_hash``), so editing, deleting or reordering rows behind the
+    application's back breaks the chain at that point.
+    """
+
+    class Source(models.TextChoices):
+        APP = "app", "Recorded by the application"
+        API = "api", "Custom event posted by an API client"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    # The actor's id stays even if the user is deleted (no FK constraint, nothing cascades):
+    # the hash covers it. actor_label keeps who it was (their email at the time).
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_label = models.CharField(max_length=254, blank=True)
+    action = models.CharField(max_length=100)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.APP)
+    resource_type = models.CharField(max_length=50, blank=True)
+    resource_id = models.CharField(max_length=64, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    # Text, not inet: the database must hand back exactly what was hashed.
+    ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    chain_seq = models.PositiveBigIntegerField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    objects = AuditRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "chain_seq"], condition=Q(tenant__isnull=False), name="audit_tenant_chain_seq_uniq"
+            ),
+            # NULLs are distinct in a unique index: the platform chain needs its own.
+            models.UniqueConstraint(
+                fields=["chain_seq"], condition=Q(tenant__isnull=True), name="audit_platform_chain_seq_uniq"
+            ),
+        ]
+        indexes = [
+            # Newest-first keyset pages of one tenant, of one actor, of one action.
+            models.Index(fields=["tenant", "created_at", "id"], name="audit_tenant_created_idx"),
+            models.Index(fields=["tenant", "actor", "created_at", "id"], name="audit_tenant_actor_idx"),
+            models.Index(fields=["tenant", "action", "created_at"], name="audit_tenant_action_idx"),
+            models.Index(fields=["tenant", "resource_type", "resource_id"], name="audit_tenant_resource_idx"),
+            models.Index(fields=["created_at"], name="audit_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.chain_seq}"
+
+    def compute_hash(self) -> str:
+        return content_hash(
+            chain_seq=self.chain_seq,
+            tenant_id=self.tenant_id,
+            actor_id=self.actor_id,
+            actor_label=self.actor_label,
+            action=self.action,
+            source=self.source,
+            resource_type=self.resource_type,
+            resource_id=self.resource_id,
+            details=self.details,
+            request_id=self.request_id,
+            ip=self.ip,
+            user_agent=self.user_agent,
+            created_at=self.created_at,
+            prev_hash=self.prev_hash,
+        )

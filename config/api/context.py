@@ -6,6 +6,10 @@ import uuid
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 tenant_id_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("tenant_id", default=None)
 user_id_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("user_id", default=None)
+# The client's address is REMOTE_ADDR: X-Forwarded-For is not trusted here. Behind a proxy,
+# run daphne with --proxy-headers so REMOTE_ADDR is the client's (docs/audits.md).
+client_ip_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_ip", default=None)
+user_agent_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_agent", default=None)
 
 
 def new_request_id() -> str:

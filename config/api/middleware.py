@@ -6,7 +6,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 from . import metrics
-from .context import new_request_id, request_id_var, tenant_id_var, user_id_var
+from .context import client_ip_var, new_request_id, request_id_var, tenant_id_var, user_agent_var, user_id_var
 from .errors import error_response
 
 logger = logging.getLogger("http.request")
@@ -68,6 +68,8 @@ class RequestIdMiddleware(_HybridMiddleware):
         request_id_var.set(request.id)
         tenant_id_var.set(None)
         user_id_var.set(None)
+        client_ip_var.set(request.META.get("REMOTE_ADDR") or None)
+        user_agent_var.set(request.headers.get("User-Agent") or None)
         request._started = time.perf_counter()
 
     def after(self, request, response):

@@ -1,0 +1,142 @@
+"""Every read of audits with rules: who sees which records, and chain verification."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from .hashing import GENESIS_HASH
+from .models import AuditChain, AuditRecord, chain_key
+
+
+def audit_record_list(*, tenant, user, filters: dict | None = None) -> QuerySet[AuditRecord]:
+    """The records ``user`` may see: owners and admins the tenant's whole trail, members
+    only their own (actor = themselves). Another tenant's records never appear."""
+    records = AuditRecord.objects.for_tenant(tenant)
+    if user is not None and not user.is_tenant_admin:
+        records = records.filter(actor_id=user.pk)
+    return audit_record_filter(records, filters or {})
+
+
+def audit_record_filter(records: QuerySet[AuditRecord], filters: dict) -> QuerySet[AuditRecord]:
+    """Validated filters (see ``AuditRecordFilterSerializer``). ``action`` ending in ``.*``
+    matches the namespace (``auth.*``); ``since`` is inclusive, ``until`` exclusive."""
+    action = filters.get("action")
+    if action:
+        if action.endswith(".*"):
+            records = records.filter(action__startswith=action[:-1])
+        else:
+            records = records.filter(action=action)
+    if filters.get("actor") is not None:
+        records = records.filter(actor_id=filters["actor"])
+    for field in ("resource_type", "resource_id", "source"):
+        if filters.get(field):
+            records = records.filter(**{field: filters[field]})
+    if filters.get("since"):
+        records = records.filter(created_at__gte=filters["since"])
+    if filters.get("until"):
+        records = records.filter(created_at__lt=filters["until"])
+    return records
+
+
+def audit_export_batches(records: QuerySet[AuditRecord], *, batch_size: int = 1000) -> Iterator[list[AuditRecord]]:
+    """One tenant's records in chain order (oldest first), in keyset batches on
+    ``chain_seq`` (the unique index): memory stays at one batch whatever the size of the
+    trail, and no server-side cursor is held between batches, so the async export can
+    fetch each batch on a worker thread. Precondition: ``records`` are of one tenant."""
+    last_seq = 0
+    while True:
+        batch = list(records.filter(chain_seq__gt=last_seq).order_by("chain_seq")[:batch_size])
+        if batch:
+            yield batch
+        if len(batch) < batch_size:
+            return
+        last_seq = batch[-1].chain_seq
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    chain: str
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    broken_record_id: int | None = None
+    reason: str = ""
+
+
+def audit_chains(*, tenant=None) -> QuerySet[AuditChain]:
+    chains = AuditChain.objects.select_related("tenant").order_by("id")
+    if tenant is not None:
+        chains = chains.filter(key=chain_key(getattr(tenant, "pk", tenant)))
+    return chains
+
+
+def audit_orphan_tenant_ids() -> list[int | None]:
+    """Tenants (None: the platform) that have records but no chain head: the head was deleted."""
+    keys = set(AuditChain.objects.values_list("key", flat=True))
+    tenant_ids = AuditRecord.objects.order_by().values_list("tenant_id", flat=True).distinct()
+    return [tenant_id for tenant_id in tenant_ids if chain_key(tenant_id) not in keys]
+
+
+def audit_chain_verify(*, chain: AuditChain, batch_size: int = 2000) -> ChainReport:
+    """Walks the chain from its anchor in ``chain_seq`` order and reports the first broken
+    link: a missing sequence number (a deleted row), a ``prev_hash`` that is not the previous
+    record's hash (deleted or reordered rows), a stored hash that does not match the content
+    (an edited row), a tail that is not the chain head (deleted newest rows), or an anchor
+    that no ``audit.purged`` record names (rows deleted and the anchor moved by hand)."""
+    records = AuditRecord.objects.filter(tenant_id=chain.tenant_id).order_by("chain_seq")
+    expected_seq, expected_prev = chain.anchor_seq + 1, chain.anchor_hash
+    checked, last_purge = 0, None
+
+    def broken(record, reason, seq=None):
+        return ChainReport(
+            chain=chain.key,
+            ok=False,
+            checked=checked,
+            head_seq=chain.last_seq,
+            head_hash=chain.last_hash,
+            broken_seq=seq if seq is not None else record.chain_seq,
+            broken_record_id=record.pk if record is not None else None,
+            reason=reason,
+        )
+
+    below_anchor = records.filter(chain_seq__lte=chain.anchor_seq).first()
+    if below_anchor is not None:
+        return broken(below_anchor, f"record below the anchor (seq {chain.anchor_seq}) is still present")
+    for record in records.iterator(chunk_size=batch_size):
+        if record.chain_seq != expected_seq:
+            return broken(
+                record,
+                f"record seq {expected_seq} is missing (next present is {record.chain_seq})",
+                seq=expected_seq,
+            )
+        if record.prev_hash != expected_prev:
+            return broken(record, "prev_hash does not match the previous record's hash")
+        if record.compute_hash() != record.hash:
+            return broken(record, "content does not match its hash (record edited)")
+        if record.action == "audit.purged":
+            last_purge = record
+        expected_seq, expected_prev = record.chain_seq + 1, record.hash
+        checked += 1
+    if expected_seq - 1 != chain.last_seq or expected_prev != chain.last_hash:
+        return broken(
+            None,
+            f"chain ends at seq {expected_seq - 1} but its head says {chain.last_seq} (newest records deleted)",
+            seq=expected_seq,
+        )
+    if chain.anchor_seq or chain.anchor_hash != GENESIS_HASH:
+        details = last_purge.details if last_purge is not None else {}
+        if details.get("through_seq") != chain.anchor_seq or details.get("through_hash") != chain.anchor_hash:
+            return broken(
+                last_purge,
+                "the chain's anchor is not the one its latest audit.purged record names",
+                seq=chain.anchor_seq,
+            )
+    return ChainReport(chain=chain.key, ok=True, checked=checked, head_seq=chain.last_seq, head_hash=chain.last_hash)
+
+
+def audit_chain_verify_all(*, tenant=None) -> Iterator[ChainReport]:
+    for chain in audit_chains(tenant=tenant):
+        yield audit_chain_verify(chain=chain)
