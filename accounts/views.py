@@ -5,6 +5,7 @@ from rest_framework import mixins, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api.idempotency import idempotent
 from config.api.views import HasTenant, TenantScopedViewSet
 
 from . import selectors, services
@@ -85,6 +86,7 @@ class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScoped
         return selectors.user_list(tenant=tenant)
 
     @extend_schema(request=UserCreateSerializer, responses={201: UserSerializer})
+    @idempotent
     def create(self, request):
         data = UserCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -25,6 +25,8 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "channels",
+    # Cross-cutting API plumbing with tables of its own (idempotency keys).
+    "config.api",
     "accounts",
     "conversations",
     "chat",

@@ -1,0 +1,242 @@
+"""``Idempotency-Key`` for creating POSTs (draft-ietf-httpapi-idempotency-key-header).
+
+Apply with one line on a DRF handler (``create`` of a viewset, ``post`` of an APIView, a
+POST ``@action``)::
+
+    from config.api.idempotency import idempotent
+
+    @extend_schema(...)
+    @idempotent
+    def create(self, request, *args, **kwargs): ...
+
+A viewset that inherits ``CreateModelMixin.create`` writes
+``create = idempotent(mixins.CreateModelMixin.create)``.
+
+What the caller gets, per (tenant, user, key):
+
+- first request: runs normally. A 2xx response is stored (status, body bytes,
+  ``Content-Type``/``Location``) for ``IDEMPOTENCY_TTL_HOURS``.
+- same key, same request (method, path, body): the stored response, byte for byte, with
+  ``Idempotent-Replayed: true``; the handler does not run, so nothing is created.
+- same key, another request: 422 ``idempotency_key_mismatch``.
+- same key while the first is still running: waits up to ``IDEMPOTENCY_WAIT_SECONDS`` and
+  replays, else 409 ``idempotency_key_in_use`` with ``Retry-After: 1``.
+- the first request ended in an error (4xx/5xx) or streamed: the key is released, so a
+  retry (or a corrected body) with the same key runs again. Services are transactional, so
+  an error created nothing; the one exception is the sync chat turn answering 503 after
+  the user message was stored, where a retry stores the message again (by design, the
+  retry is a new attempt).
+
+Why a table and not only the view's transaction: chat commits the user message before
+the agent runs and message creation enqueues Celery on commit, so the work cannot share
+one transaction with the key. The key row is inserted first, in its own short
+transaction; the unique constraint decides which of two concurrent duplicates runs.
+A row left ``in_progress`` by a crashed process is taken over after
+``IDEMPOTENCY_LOCK_SECONDS``.
+
+Only authenticated requests are scoped (anonymous POSTs such as register pass through).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse
+from django.http.request import RawPostDataException
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+
+from . import metrics
+from .errors import error_response
+from .models import IdempotencyKey
+
+logger = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Response headers that belong to the response itself and are replayed with it.
+REPLAYED_RESPONSE_HEADERS = ("Content-Type", "Location")
+_KEY_OK = re.compile(r"^[\x21-\x7e][\x20-\x7e]{0,254}$")
+_POLL_SECONDS = 0.05
+
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    name=HEADER,
+    type=OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description=(
+        "Unique per intended creation (e.g. a UUID). Repeating it with the same body replays the first "
+        "response (header Idempotent-Replayed: true) and creates nothing; another body is 422; a duplicate "
+        "sent while the first is running is 409. Keys are kept IDEMPOTENCY_TTL_HOURS (24 by default)."
+    ),
+)
+
+
+def idempotent(handler):
+    """Makes a DRF POST handler honour ``Idempotency-Key`` (see the module docstring).
+    Other methods, requests without the header and anonymous requests pass through."""
+    if inspect.iscoroutinefunction(handler):
+        raise TypeError("idempotent supports sync DRF handlers only")
+
+    @functools.wraps(handler)
+    def wrapper(view, request, *args, **kwargs):
+        key = request.headers.get(HEADER)
+        user = getattr(request, "user", None)
+        if (
+            request.method != "POST"
+            or key is None
+            or not (user is not None and user.is_authenticated and getattr(user, "tenant_id", None))
+        ):
+            return handler(view, request, *args, **kwargs)
+        if not _KEY_OK.match(key):
+            return error_response(
+                400,
+                "invalid_idempotency_key",
+                f"{HEADER} must be 1 to 255 printable ASCII characters.",
+                {"header": HEADER},
+            )
+
+        claim = _claim(user=user, key=key, fingerprint=_fingerprint(request), request=request)
+        if not isinstance(claim, IdempotencyKey):
+            return claim  # a replay, a mismatch or a conflict
+
+        try:
+            response = handler(view, request, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - rendered by DRF below, or re-raised
+            try:
+                response = view.handle_exception(exc)
+            except Exception:
+                _release(claim)
+                raise
+        response = view.finalize_response(request, response, *args, **kwargs)
+        _complete(claim, response)
+        return response
+
+    return extend_schema(parameters=[IDEMPOTENCY_KEY_PARAMETER])(wrapper)
+
+
+def _fingerprint(request) -> str:
+    """sha256 over method, path (trailing slash ignored: both spellings are one endpoint),
+    query string and the raw body. Falls back to the parsed data, canonically ordered, when
+    something before the handler has already consumed the body stream."""
+    django_request = getattr(request, "_request", request)
+    try:
+        body = django_request.body
+    except RawPostDataException:
+        body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    digest = hashlib.sha256()
+    for part in (request.method, django_request.path.rstrip("/"), django_request.META.get("QUERY_STRING", "")):
+        digest.update(part.encode())
+        digest.update(b"\n")
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def _claim(*, user, key: str, fingerprint: str, request):
+    """Returns our ``IdempotencyKey`` row (in_progress, ours to complete) or the response
+    to answer with instead: a replay, 422 mismatch or 409 in use."""
+    scope = {"tenant_id": user.tenant_id, "user_id": user.pk, "key": key}
+    polls = int(settings.IDEMPOTENCY_WAIT_SECONDS / _POLL_SECONDS)
+    for attempt in range(polls + 1):
+        now = timezone.now()
+        token = uuid.uuid4().hex
+        try:
+            with transaction.atomic():
+                return IdempotencyKey.objects.create(
+                    **scope,
+                    fingerprint=fingerprint,
+                    method=request.method,
+                    path=request.path[:500],
+                    lock_token=token,
+                    locked_at=now,
+                    created_at=now,
+                    expires_at=now + timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS),
+                )
+        except IntegrityError:
+            pass  # the key exists: decide from its row
+
+        existing = IdempotencyKey.objects.filter(**scope).first()
+        if existing is None:
+            continue  # released (the first request failed) in between: try to claim it again
+        if existing.expires_at <= now:
+            IdempotencyKey.objects.filter(pk=existing.pk, expires_at__lte=now).delete()
+            continue
+        if existing.fingerprint != fingerprint:
+            return error_response(
+                422,
+                "idempotency_key_mismatch",
+                f"This {HEADER} was already used with a different request.",
+                {"header": HEADER},
+            )
+        if existing.state == IdempotencyKey.State.COMPLETED:
+            return _replay(existing)
+        if existing.locked_at <= now - timedelta(seconds=settings.IDEMPOTENCY_LOCK_SECONDS):
+            # The first request died without finishing: take the key over.
+            taken = IdempotencyKey.objects.filter(
+                pk=existing.pk, state=IdempotencyKey.State.IN_PROGRESS, lock_token=existing.lock_token
+            ).update(lock_token=token, locked_at=now)
+            if taken:
+                existing.lock_token, existing.locked_at = token, now
+                logger.warning("took over a stale idempotency key", extra={"idempotency_key_id": existing.pk})
+                return existing
+            continue
+        if attempt < polls:
+            time.sleep(_POLL_SECONDS)
+    return error_response(
+        409,
+        "idempotency_key_in_use",
+        f"A request with this {HEADER} is still being processed. Retry shortly.",
+        {"header": HEADER},
+        headers={"Retry-After": "1"},
+    )
+
+
+def _complete(claim: IdempotencyKey, response) -> None:
+    """Stores a 2xx response for replay; anything else releases the key."""
+    if response.streaming or not 200 <= response.status_code < 300:
+        _release(claim)
+        return
+    if hasattr(response, "render") and not response.is_rendered:
+        response.render()
+    headers = {name: response[name] for name in REPLAYED_RESPONSE_HEADERS if name in response}
+    stored = IdempotencyKey.objects.filter(pk=claim.pk, lock_token=claim.lock_token).update(
+        state=IdempotencyKey.State.COMPLETED,
+        response_status=response.status_code,
+        response_body=response.content,
+        response_headers=headers,
+    )
+    if not stored:
+        logger.warning("idempotency key was taken over before the response was stored")
+
+
+def _release(claim: IdempotencyKey) -> None:
+    IdempotencyKey.objects.filter(pk=claim.pk, lock_token=claim.lock_token).delete()
+
+
+def _replay(row: IdempotencyKey) -> HttpResponse:
+    headers = dict(row.response_headers)
+    response = HttpResponse(
+        bytes(row.response_body), status=row.response_status, content_type=headers.pop("Content-Type", None)
+    )
+    for name, value in headers.items():
+        response[name] = value
+    response[REPLAYED_HEADER] = "true"
+    metrics.IDEMPOTENT_REPLAYS.inc()
+    return response
+
+
+def idempotency_keys_purge(*, now=None) -> int:
+    """Deletes expired keys; returns how many. Run by ``manage.py purge_idempotency_keys``."""
+    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted
