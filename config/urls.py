@@ -7,6 +7,7 @@ from config.api import health
 
 api_v1 = [
     path("", include("accounts.urls")),
+    path("", include("audits.urls")),
     path("", include("conversations.urls")),
     path("", include("chat.urls")),
 ]

@@ -1,0 +1,81 @@
+import json
+
+from rest_framework import serializers
+
+from .models import AuditRecord
+
+MAX_DETAILS_BYTES = 16 * 1024
+
+
+class AuditRecordSerializer(serializers.ModelSerializer):
+    actor_id = serializers.IntegerField(read_only=True, allow_null=True)
+    actor_email = serializers.CharField(source="actor_label", read_only=True)
+    tenant_id = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = AuditRecord
+        fields = [
+            "id",
+            "tenant_id",
+            "actor_id",
+            "actor_email",
+            "action",
+            "source",
+            "resource_type",
+            "resource_id",
+            "details",
+            "request_id",
+            "ip",
+            "user_agent",
+            "created_at",
+            "chain_seq",
+            "prev_hash",
+            "hash",
+        ]
+        read_only_fields = fields
+
+
+class AuditRecordCreateSerializer(serializers.Serializer):
+    """A custom event from an API client: its action lives under ``custom.``."""
+
+    action = serializers.RegexField(
+        r"^custom(\.[a-z0-9_]+)+$",
+        max_length=100,
+        error_messages={
+            "invalid": "Custom actions are dotted lower-case names under 'custom.', e.g. custom.report.viewed."
+        },
+    )
+    resource_type = serializers.CharField(max_length=50, required=False, default="", allow_blank=True)
+    resource_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    details = serializers.DictField(required=False, default=dict)
+
+    def validate_details(self, value):
+        encoded = json.dumps(value)
+        if len(encoded.encode()) > MAX_DETAILS_BYTES:
+            raise serializers.ValidationError(f"At most {MAX_DETAILS_BYTES} bytes of JSON.")
+        if "\\u0000" in encoded:
+            raise serializers.ValidationError("Null characters are not allowed.")
+        return value
+
+
+class AuditRecordFilterSerializer(serializers.Serializer):
+    """Query parameters of the list and the export."""
+
+    action = serializers.CharField(
+        max_length=100, required=False, help_text="Exact action, or a namespace with '.*' (e.g. auth.*)."
+    )
+    actor = serializers.IntegerField(min_value=1, required=False, help_text="Actor user id.")
+    resource_type = serializers.CharField(max_length=50, required=False)
+    resource_id = serializers.CharField(max_length=64, required=False)
+    source = serializers.ChoiceField(choices=AuditRecord.Source.choices, required=False)
+    since = serializers.DateTimeField(required=False, help_text="Created at or after (ISO 8601).")
+    until = serializers.DateTimeField(required=False, help_text="Created before (ISO 8601).")
+
+    def validate(self, attrs):
+        if attrs.get("since") and attrs.get("until") and attrs["since"] >= attrs["until"]:
+            raise serializers.ValidationError({"until": ["Must be after since."]})
+        return attrs
+
+
+class AuditExportParamsSerializer(AuditRecordFilterSerializer):
+    format = serializers.ChoiceField(choices=["csv", "jsonl"], required=False, default="jsonl")

@@ -1,0 +1,71 @@
+from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from config.api.views import TenantScopedViewSet
+
+from . import exports, selectors, services
+from .serializers import (
+    AuditExportParamsSerializer,
+    AuditRecordCreateSerializer,
+    AuditRecordFilterSerializer,
+    AuditRecordSerializer,
+)
+
+
+class AuditRecordViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """The tenant's audit trail. Owners and admins see every record of the tenant, members
+    their own. Append-only: there is no update or delete (405)."""
+
+    serializer_class = AuditRecordSerializer
+    cursor_ordering = ("-created_at", "-id")
+    lookup_value_regex = "[0-9]+"
+
+    def select(self, *, tenant, user):
+        return selectors.audit_record_list(tenant=tenant, user=user)
+
+    @extend_schema(parameters=[AuditRecordFilterSerializer], responses={200: AuditRecordSerializer(many=True)})
+    def list(self, request):
+        params = AuditRecordFilterSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        records = selectors.audit_record_filter(self.get_queryset(), params.validated_data)
+        page = self.paginate_queryset(records)
+        return self.get_paginated_response(AuditRecordSerializer(page, many=True).data)
+
+    @extend_schema(request=AuditRecordCreateSerializer, responses={201: AuditRecordSerializer})
+    def create(self, request):
+        data = AuditRecordCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        record = services.audit_custom_record(actor=request.user, **data.validated_data)
+        return Response(AuditRecordSerializer(record).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[AuditExportParamsSerializer],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV, header row first, chain order."),
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.STR, description="One JSON record a line."),
+        },
+    )
+    @action(detail=False, methods=["get"], url_path="export")
+    def export(self, request):
+        """Streams the records the caller may see (filters as on the list) oldest first,
+        and records an ``audit.exported`` event."""
+        params = AuditExportParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        filters = dict(params.validated_data)
+        export_format = filters.pop("format")
+        records = selectors.audit_record_filter(self.get_queryset(), filters)
+        services.audit_export_record(actor=request.user, export_format=export_format, filters=filters)
+
+        chunks = exports.render(records, export_format)
+        streaming = exports.astream(chunks) if isinstance(request._request, ASGIRequest) else chunks
+        response = StreamingHttpResponse(streaming, content_type=exports.CONTENT_TYPES[export_format])
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="audits-{stamp}.{export_format}"'
+        response["Cache-Control"] = "no-store"
+        return response
