@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import before_task_publish, task_failure, task_postrun, task_prerun, task_retry, task_success
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -39,3 +39,28 @@ def _clear_request_id(task=None, **_):
             request_id_var.reset(token)
         except ValueError:
             request_id_var.set(None)
+
+
+# Task outcomes for Prometheus (celery_tasks_total{task, outcome}), counted in the process
+# that ran the task: the web process's /metrics when tasks run eagerly (embedded mode). A
+# separate worker keeps its own counts; exporting them needs prometheus_client's
+# multiprocess mode or an exporter in the worker (not set up yet, see docs/protection.md).
+@task_success.connect
+def _count_success(sender=None, **_):
+    _count(sender, "success")
+
+
+@task_failure.connect
+def _count_failure(sender=None, **_):
+    _count(sender, "failure")
+
+
+@task_retry.connect
+def _count_retry(sender=None, **_):
+    _count(sender, "retry")
+
+
+def _count(task, outcome: str) -> None:
+    from config.api.metrics import CELERY_TASKS
+
+    CELERY_TASKS.labels(getattr(task, "name", None) or "unknown", outcome).inc()
