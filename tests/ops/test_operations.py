@@ -140,3 +140,10 @@ def test_createsuperuser_gets_an_operators_tenant():
     admin = User.objects.create_superuser("root@example.com", "a-long-admin-passphrase")
 
     assert admin.is_staff and admin.tenant.slug == "operators"
+
+
+def test_chat_page_is_served_at_root():
+    response = Client().get("/")
+
+    assert response.status_code == 200
+    assert b"/ws/v1/conversations/" in response.content and b"/api/v1/auth/token" in response.content
