@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chat.urls import legacy_urlpatterns as legacy_chat_urls
@@ -22,6 +23,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/", include(legacy_chat_urls)),
     path("admin/", admin.site.urls),
+    path("", TemplateView.as_view(template_name="chat/index.html"), name="chat-page"),
 ]
 
 handler404 = "config.api.handlers.not_found"
