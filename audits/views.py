@@ -7,6 +7,7 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from config.api.idempotency import idempotent
 from config.api.views import TenantScopedViewSet
 
 from . import exports, selectors, services
@@ -38,6 +39,7 @@ class AuditRecordViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
         return self.get_paginated_response(AuditRecordSerializer(page, many=True).data)
 
     @extend_schema(request=AuditRecordCreateSerializer, responses={201: AuditRecordSerializer})
+    @idempotent
     def create(self, request):
         data = AuditRecordCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)

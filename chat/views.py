@@ -4,6 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api.errors import Forbidden
+from config.api.idempotency import idempotent
 from config.api.views import HasTenant, TenantScopedViewSet
 
 from . import selectors, services
@@ -40,7 +41,12 @@ class ChatView(APIView):
         responses={200: ChatResponseSerializer},
         operation_id="chat_create",
     )
+    @idempotent
     def post(self, request):
+        return Response(self.run_turn(request))
+
+    def run_turn(self, request) -> dict:
+        # Shared by both paths; each path's post is idempotent on its own response.
         data = ChatRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         turn = services.chat_turn(
@@ -48,7 +54,7 @@ class ChatView(APIView):
             content=data.validated_data["message"],
             conversation_id=data.validated_data["conversation_id"],
         )
-        return Response(turn_body(turn))
+        return turn_body(turn)
 
 
 class LegacyChatView(ChatView):
@@ -61,12 +67,13 @@ class LegacyChatView(ChatView):
         parameters=[OpenApiParameter("user_id", int, OpenApiParameter.PATH)],
         operation_id="chat_legacy_create",
     )
+    @idempotent
     def post(self, request, user_id):
         if int(user_id) != request.user.pk:
             raise Forbidden("You can only chat as yourself.")
-        response = super().post(request)
-        response.data["tool_calls"] = [call["name"] for call in response.data["tool_calls"]]
-        return response
+        body = self.run_turn(request)
+        body["tool_calls"] = [call["name"] for call in body["tool_calls"]]
+        return Response(body)
 
 
 @extend_schema_view(list=extend_schema(parameters=[TaskListQuerySerializer]))
@@ -93,6 +100,7 @@ class TaskViewSet(
         return selectors.task_list(user=user, status=status_filter)
 
     @extend_schema(request=TaskWriteSerializer, responses={201: TaskSerializer})
+    @idempotent
     def create(self, request):
         data = TaskWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)

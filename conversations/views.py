@@ -12,6 +12,7 @@ from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.serializers import AgentRunSerializer, MessageAcceptedSerializer
 from config.api.errors import ApplicationError
+from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import TenantScopedViewSet
 
 from . import selectors, services
@@ -57,6 +58,7 @@ class ConversationViewSet(
         )
 
     @extend_schema(request=ConversationCreateSerializer, responses={201: ConversationSerializer})
+    @idempotent
     def create(self, request):
         data = ConversationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -86,7 +88,12 @@ class ConversationViewSet(
         services.conversation_delete(conversation=instance, user=self.request.user)
 
     @extend_schema(methods=["GET"], parameters=[MessageListQuerySerializer], responses=MessageSerializer(many=True))
-    @extend_schema(methods=["POST"], request=MessageCreateSerializer, responses={202: MessageAcceptedSerializer})
+    @extend_schema(
+        methods=["POST"],
+        request=MessageCreateSerializer,
+        responses={202: MessageAcceptedSerializer},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
     @action(detail=True, methods=["get", "post"], url_path="messages", cursor_ordering=("seq",))
     def messages(self, request, pk=None):
         """GET: messages in ``seq`` order; ``?after_seq=N`` gives only what came after N.
@@ -102,6 +109,7 @@ class ConversationViewSet(
         page = self.paginate_queryset(messages)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
 
+    @idempotent
     def _post_message(self, request, pk):
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -255,3 +255,58 @@ def test_concurrent_duplicates_create_exactly_one_row(real_stack, settings):
     assert len(replayed) + len(conflicts) == threads_count - 1
     assert all(r.content == originals[0].content for r in replayed)
     assert all(r.json()["error"]["code"] == "idempotency_key_in_use" for r in conflicts)
+
+
+def _conversation_for(user):
+    from tests.conversations.factories import ConversationFactory
+
+    return ConversationFactory(owner=user)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "count"),
+    [
+        ("/api/v1/conversations", {"title": "Plans"}, lambda u: _model("conversations.Conversation").count()),
+        ("/api/v1/tasks", {"title": "Buy milk"}, lambda u: _model("chat.Task").count()),
+        ("/api/v1/audits", {"action": "custom.report.viewed"}, lambda u: _custom_audits()),
+        ("/api/v1/chat", {"message": "add a task to buy bread"}, lambda u: _model("conversations.Message").count()),
+        (
+            "/api/{user_id}/chat",
+            {"message": "add a task to buy eggs"},
+            lambda u: _model("conversations.Message").count(),
+        ),
+        (
+            "/api/v1/conversations/{conversation_id}/messages",
+            {"content": "hello there"},
+            lambda u: _model("conversations.Message").count(),
+        ),
+    ],
+    ids=["conversations", "tasks", "audits", "chat", "legacy-chat", "messages"],
+)
+def test_every_creating_endpoint_replays_and_creates_nothing_twice(user, path, body, count):
+    client = client_for(user)
+    path = path.format(user_id=user.pk, conversation_id=_conversation_for(user).pk)
+    first = post(client, path, body, "create-once")
+    created = count(user)
+
+    second = post(client, path, body, "create-once")
+    mismatch = post(client, path, {**body, "extra": 1}, "create-once")
+
+    assert 200 <= first.status_code < 300, first.content
+    assert (second.status_code, second.content, second["Idempotent-Replayed"]) == (
+        first.status_code,
+        first.content,
+        "true",
+    )
+    assert mismatch.status_code == 422
+    assert count(user) == created
+
+
+def _model(label):
+    from django.apps import apps
+
+    return apps.get_model(label).objects
+
+
+def _custom_audits():
+    return _model("audits.AuditRecord").filter(action__startswith="custom.").count()
