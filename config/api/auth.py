@@ -1,8 +1,27 @@
 """JWT authentication for the entry points DRF does not serve (SSE views, WebSocket)."""
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
-from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt import authentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+from .context import tenant_id_var, user_id_var
+
+
+def _remember(user) -> None:
+    """Puts the caller in the context that logs, tasks and audits read."""
+    user_id_var.set(user.pk)
+    tenant_id_var.set(user.tenant_id)
+
+
+class JWTAuthentication(authentication.JWTAuthentication):
+    """simplejwt's, plus the caller in the request context."""
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is not None:
+            _remember(result[0])
+        return result
 
 
 def user_from_token(raw_token: str | None):
@@ -10,7 +29,7 @@ def user_from_token(raw_token: str | None):
     ``database_sync_to_async`` from async code."""
     if not raw_token:
         return None
-    auth = JWTAuthentication()
+    auth = authentication.JWTAuthentication()
     try:
         validated = auth.get_validated_token(raw_token.encode() if isinstance(raw_token, str) else raw_token)
         user = auth.get_user(validated)
@@ -20,6 +39,7 @@ def user_from_token(raw_token: str | None):
         return None
     # Touch the tenant here, in sync code, so async callers never lazy-load it.
     user.tenant  # noqa: B018
+    _remember(user)
     return user
 
 
@@ -30,3 +50,9 @@ def bearer_token(request) -> str | None:
     if header.startswith("Bearer "):
         return header[len("Bearer ") :].strip()
     return request.GET.get("token") or None
+
+
+class JWTScheme(SimpleJWTScheme):
+    """Documents our JWTAuthentication in the OpenAPI schema as simplejwt's bearer scheme."""
+
+    target_class = "config.api.auth.JWTAuthentication"

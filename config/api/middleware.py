@@ -93,6 +93,11 @@ class RequestIdMiddleware(_HybridMiddleware):
                 "user_id": user_id,
             },
         )
+        if not response.streaming:
+            # Nothing of this request may leak into what the thread does next; a stream
+            # keeps its context while its body is produced.
+            for var in (request_id_var, tenant_id_var, user_id_var):
+                var.set(None)
         return response
 
 

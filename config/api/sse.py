@@ -38,8 +38,12 @@ def response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
 
 
 async def authenticate(request):
-    """The caller from the bearer token, or None."""
-    return await database_sync_to_async(user_from_token)(bearer_token(request))
+    """The caller from the bearer token, or None (also set as ``request.user`` for the
+    request log)."""
+    user = await database_sync_to_async(user_from_token)(bearer_token(request))
+    if user is not None:
+        request.user = user
+    return user
 
 
 def unauthenticated():

@@ -147,3 +147,33 @@ def test_chat_page_is_served_at_root():
 
     assert response.status_code == 200
     assert b"/ws/v1/conversations/" in response.content and b"/api/v1/auth/token" in response.content
+
+
+def test_request_log_line_carries_request_id_tenant_and_user(auth_api, user, caplog):
+    caplog.set_level("INFO", logger="http.request")
+
+    auth_api.get("/api/v1/auth/me", HTTP_X_REQUEST_ID="req-42")
+
+    (record,) = [r for r in caplog.records if r.name == "http.request"]
+    assert (record.request_id, record.tenant_id, record.user_id) == ("req-42", user.tenant_id, user.id)
+    assert (record.method, record.path, record.status, record.route) == ("GET", "/api/v1/auth/me", 200, "/api/v1/auth/me/?$")
+    assert record.duration_ms >= 0
+
+
+def test_log_lines_are_json_with_the_request_id():
+    import json
+    import logging
+
+    from config.api.context import request_id_var
+    from config.api.logging import RequestContextFilter
+    from pythonjsonlogger.json import JsonFormatter
+
+    token = request_id_var.set("abc")
+    try:
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+        RequestContextFilter().filter(record)
+        line = JsonFormatter("%(levelname)s %(message)s").format(record)
+    finally:
+        request_id_var.reset(token)
+
+    assert json.loads(line) == {"levelname": "INFO", "message": "hello", "request_id": "abc", "tenant_id": None, "user_id": None}
