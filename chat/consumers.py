@@ -3,7 +3,9 @@
 Auth: the access token as ``?token=`` or in ``Sec-WebSocket-Protocol`` (``bearer, <token>``
 or the token alone). Server frames are ``{"type", "seq", "data"}``; the client sends
 ``message.send``, ``message.read``, ``typing`` and ``ping``. Close codes: 4401
-unauthenticated, 4403 forbidden, 4404 not found, 4429 rate limited.
+unauthenticated, 4403 forbidden, 4404 not found, 4429 rate limited (at connect). Each client
+frame but ``ping`` counts against the tenant's rate limit; over it, the frame is refused
+with an ``error`` event (code ``rate_limited``, ``details.retry_after``).
 """
 
 from urllib.parse import parse_qs
@@ -14,6 +16,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from config.api import metrics
 from config.api.auth import user_from_token
 from config.api.errors import ApplicationError
+from config.api.ratelimit import atenant_usage
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.events import event_frame, group_name, publish
@@ -65,6 +68,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.user = await database_sync_to_async(user_from_token)(token)
         if self.user is None:
             return await self.close(code=CLOSE_UNAUTHENTICATED)
+        # Connecting is one request against the tenant's budget; client frames are more.
+        if (await atenant_usage(user=self.user)).limited:
+            return await self.close(code=CLOSE_RATE_LIMITED)
         self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
         code, _ = await database_sync_to_async(_access)(self.user, self.conversation_id)
         if code:
@@ -114,6 +120,15 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         }.get(kind)
         if handler is None:
             return await self.send_error("unknown_type", f"Unknown frame type {kind!r}.", ref=ref)
+        if kind != "ping":  # keep-alives do no work and do not draw on the budget
+            usage = await atenant_usage(user=self.user)
+            if usage.limited:
+                return await self.send_error(
+                    "rate_limited",
+                    f"Rate limit exceeded. Try again in {usage.retry_after} seconds.",
+                    {"limit": usage.limit, "retry_after": usage.retry_after},
+                    ref=ref,
+                )
         try:
             await handler(content, ref)
         except ApplicationError as exc:

@@ -10,6 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from config.api import sse
 from config.api.errors import ApplicationError, error_response
+from config.api.ratelimit import alimit_request
 from conversations.events import event_frame
 from conversations.services import message_event_data
 
@@ -29,6 +30,8 @@ async def chat_stream(request):
     user = await sse.authenticate(request)
     if user is None:
         return sse.unauthenticated()
+    if (refused := await alimit_request(request, user=user)) is not None:
+        return refused
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):

@@ -5,6 +5,7 @@ from django.conf import settings
 
 from config.api import sse
 from config.api.errors import ApplicationError, error_response
+from config.api.ratelimit import alimit_request
 
 from . import selectors
 from .stream import ConversationSubscription
@@ -30,6 +31,8 @@ async def conversation_events(request, pk):
     user = await sse.authenticate(request)
     if user is None:
         return sse.unauthenticated()
+    if (refused := await alimit_request(request, user=user)) is not None:
+        return refused
     try:
         after_seq = resume_point(request)
     except ValueError:

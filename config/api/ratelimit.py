@@ -144,6 +144,15 @@ async def atenant_usage(*, user, increment: bool = True) -> Usage:
     return await database_sync_to_async(tenant_usage)(user=user, increment=increment)
 
 
+async def alimit_request(request, *, user):
+    """For plain async views (SSE): counts the request against ``user``'s tenant, keeps the
+    usage on ``request`` for the headers middleware, and returns the 429 envelope response
+    when over the limit (the view returns it), else None."""
+    usage = await atenant_usage(user=user)
+    request.rate_limit_usage = usage
+    return usage.error_response() if usage.limited else None
+
+
 def client_ip_usage(request, *, increment: bool = True) -> Usage:
     """Counts one anonymous request against its client IP's budget (``RATE_LIMIT_AUTH_PER_IP``).
     The IP is django-ratelimit's: ``REMOTE_ADDR``, or ``RATELIMIT_IP_META_KEY`` behind a proxy."""
