@@ -177,3 +177,22 @@ def test_log_lines_are_json_with_the_request_id():
         request_id_var.reset(token)
 
     assert json.loads(line) == {"levelname": "INFO", "message": "hello", "request_id": "abc", "tenant_id": None, "user_id": None}
+
+
+def test_admin_shows_conversations_with_messages_and_runs(django_assert_max_num_queries):
+    from chat.services import chat_turn
+
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    member = UserFactory()
+    turns = [chat_turn(user=member, content=f"add a task to item {i}") for i in range(5)]
+    client = Client()
+    client.force_login(staff)
+
+    with django_assert_max_num_queries(12):
+        conversations = client.get("/admin/conversations/conversation/")
+    detail = client.get(f"/admin/conversations/conversation/{turns[0].conversation.pk}/change/")
+    runs = client.get("/admin/chat/agentrun/")
+
+    assert conversations.status_code == 200 and b"add a task to item 4" in conversations.content
+    assert detail.status_code == 200 and "Added “item 0” to your tasks.".encode() in detail.content
+    assert runs.status_code == 200 and b"local-task-assistant" in runs.content
