@@ -52,4 +52,5 @@ SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
 # Periodic work, run by `celery worker --beat` (make run / make worker).
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-runs": {"task": "chat.tasks.sweep_stuck_runs", "schedule": 60.0},
+    "purge-idempotency-keys": {"task": "config.api.tasks.purge_idempotency_keys", "schedule": 3600.0},
 }

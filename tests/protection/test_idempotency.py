@@ -310,3 +310,16 @@ def _model(label):
 
 def _custom_audits():
     return _model("audits.AuditRecord").filter(action__startswith="custom.").count()
+
+
+@pytest.mark.urls("tests.protection.urls")
+def test_the_hourly_purge_task_deletes_expired_keys(auth_api, settings):
+    from config.api.tasks import purge_idempotency_keys
+
+    post(auth_api, WIDGETS, {"name": "Old"}, "old")
+    IdempotencyKey.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+    deleted = purge_idempotency_keys.delay().get()
+
+    assert deleted == 1 and not IdempotencyKey.objects.exists()
+    assert settings.CELERY_BEAT_SCHEDULE["purge-idempotency-keys"]["task"] == purge_idempotency_keys.name
