@@ -131,7 +131,7 @@ def exception_handler(exc, context):
         message = _DRF_MESSAGES["validation_error"]
         # One field's single message makes a clearer headline than a generic one.
         if isinstance(details, dict) and len(details) == 1:
-            (field, errors), = details.items()
+            ((field, errors),) = details.items()
             if isinstance(errors, list) and errors and isinstance(errors[0], str):
                 message = errors[0] if field == "non_field_errors" else f"{field}: {errors[0]}"
     else:

@@ -78,7 +78,9 @@ def ready(request):
         else:
             results[name] = {"status": "ok", "ms": round((time.perf_counter() - started) * 1000, 1)}
     if failed:
-        return error_response(503, "dependency_unavailable", "A dependency is unavailable.", {"checks": results, "errors": failed})
+        return error_response(
+            503, "dependency_unavailable", "A dependency is unavailable.", {"checks": results, "errors": failed}
+        )
     return JsonResponse({"status": "ok", "checks": results})
 
 
