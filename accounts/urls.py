@@ -1,4 +1,5 @@
 from django.urls import re_path
+
 from config.api.routers import Router
 
 from . import views

@@ -96,7 +96,7 @@ class RequestIdMiddleware(_HybridMiddleware):
         if not response.streaming:
             # Nothing of this request may leak into what the thread does next; a stream
             # keeps its context while its body is produced.
-            for var in (request_id_var, tenant_id_var, user_id_var):
+            for var in (request_id_var, tenant_id_var, user_id_var, client_ip_var, user_agent_var):
                 var.set(None)
         return response
 

@@ -1,3 +1,4 @@
+# isort: skip_file
 """Settings, composed from small modules. Every value comes from the environment.
 
 With nothing set the app runs embedded (SQLite, local memory, in-process Celery);

@@ -164,9 +164,10 @@ def test_log_lines_are_json_with_the_request_id():
     import json
     import logging
 
+    from pythonjsonlogger.json import JsonFormatter
+
     from config.api.context import request_id_var
     from config.api.logging import RequestContextFilter
-    from pythonjsonlogger.json import JsonFormatter
 
     token = request_id_var.set("abc")
     try:
