@@ -164,6 +164,8 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=Non
     ``allow_retry`` a transient failure puts the run back in the queue and re-raises the
     ``ProviderError`` for the caller to retry. When ``cancel`` (a ``threading.Event``) is
     set the turn stops at its next event and the run is marked failed as cancelled.
+    A run found ``running`` lost its worker (a redelivered task): it runs again as a new
+    attempt, or fails once ``AGENT_MAX_ATTEMPTS`` attempts were made.
     """
     with transaction.atomic():
         run = (
@@ -173,11 +175,18 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=Non
         )
         if run.status in (AgentRun.Status.COMPLETED, AgentRun.Status.FAILED):
             return run
+        if run.status == AgentRun.Status.RUNNING and run.attempts >= settings.AGENT_MAX_ATTEMPTS:
+            # Redelivered after the worker running it was lost (reject_on_worker_lost), with
+            # no attempt left: a turn that kills its worker must not be redelivered forever.
+            run_fail(run=run, error="the worker running this turn was lost")
+            return run
         run.status = AgentRun.Status.RUNNING
         run.started_at = timezone.now()
         run.attempts += 1
         run.save(update_fields=["status", "started_at", "attempts"])
 
+    # Lost workers use attempts too (a redelivery does not count as a Celery retry).
+    allow_retry = allow_retry and run.attempts < settings.AGENT_MAX_ATTEMPTS
     publisher = Publisher(run.conversation_id, sink=sink)
     handle = {"run_id": run.pk, "in_reply_to": run.trigger_message_id}
     publisher.emit("run.started", {**handle, "provider": run.provider, "model": run.model, "attempt": run.attempts})

@@ -129,6 +129,20 @@ def test_task_does_not_run_a_settled_run_twice(user):
 
 
 @pytest.mark.django_db
+def test_task_redelivered_after_lost_workers_fails_the_run_once_its_attempts_are_used(user, settings):
+    # reject_on_worker_lost redelivers without counting a Celery retry; the run counts.
+    turn = services.turn_begin(user=user, content="add a task to crash again")
+    AgentRun.objects.filter(pk=turn.run.pk).update(status="running", attempts=settings.AGENT_MAX_ATTEMPTS)
+
+    run_agent_task.apply(args=[turn.run.pk])
+
+    run = AgentRun.objects.get(pk=turn.run.pk)
+    assert (run.status, run.attempts) == ("failed", settings.AGENT_MAX_ATTEMPTS)
+    assert "lost" in run.error
+    assert Task.objects.count() == 0 and Message.objects.filter(role="assistant").count() == 0
+
+
+@pytest.mark.django_db
 def test_sweep_requeues_a_run_whose_worker_died_and_fails_an_exhausted_one(
     user, settings, django_capture_on_commit_callbacks
 ):

@@ -108,17 +108,13 @@ class Proc:
         except ProcessLookupError:
             pass
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def signal(self, sig: int) -> None:
         if self.alive():
             self.kill_group(sig)
-            try:
-                self.popen.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        # Whatever is left of the group (pool children, a process that ignored the signal).
-        self.kill_group(signal.SIGKILL)
+
+    def wait(self, timeout: float) -> None:
         try:
-            self.popen.wait(STOP_TIMEOUT)
+            self.popen.wait(max(timeout, 0.01))
         except subprocess.TimeoutExpired:
             pass
 
@@ -154,17 +150,24 @@ class Stack:
         return proc
 
     def start_daphne(self) -> Proc:
+        return self.wait_daphne(self.spawn_daphne())
+
+    def spawn_daphne(self) -> Proc:
         port = _free_port()
         proc = self._spawn(
             "daphne", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
         )
         self.base_url = f"http://127.0.0.1:{port}"
+        return proc
+
+    def wait_daphne(self, proc: Proc) -> Proc:
+        """Returns once daphne answers ``GET /health``; fails with its log otherwise."""
 
         def healthy():
             if not proc.alive():
                 proc.fail_with_log(f"exited with {proc.popen.returncode} before answering /health")
             try:
-                return httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200
+                return httpx.get(f"{self.base_url}/health", timeout=1.0, trust_env=False).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -176,7 +179,10 @@ class Stack:
         return proc
 
     def start_worker(self) -> Proc:
-        proc = self._spawn(
+        return self.wait_worker(self.spawn_worker())
+
+    def spawn_worker(self) -> Proc:
+        return self._spawn(
             "worker",
             [
                 str(BIN / "celery"),
@@ -196,6 +202,9 @@ class Stack:
                 "--without-heartbeat",
             ],
         )
+
+    def wait_worker(self, proc: Proc) -> Proc:
+        """Returns once the worker logged that it is ready and its pool process exists."""
         deadline = time.monotonic() + START_TIMEOUT
         while " ready." not in proc.log():
             if not proc.alive():
@@ -206,6 +215,17 @@ class Stack:
         # The pool child must exist before a test can kill it.
         wait_for(proc.children, timeout=10, what="the worker's pool process")
         return proc
+
+    def start_all(self) -> "Stack":
+        """daphne and one Celery worker, started side by side; returns once both are up."""
+        daphne, worker = self.spawn_daphne(), self.spawn_worker()
+        self.wait_daphne(daphne)
+        self.wait_worker(worker)
+        return self
+
+    def worker(self) -> Proc:
+        """The worker started last."""
+        return [proc for proc in self.procs if proc.name == "worker"][-1]
 
     def run_python(self, code: str, timeout: float = 30.0) -> str:
         """Runs Django code in a separate short-lived process on the same stack (as a
@@ -225,9 +245,17 @@ class Stack:
         return done.stdout
 
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
+        """Signals every process at once, gives them STOP_TIMEOUT to exit, then kills what
+        is left of each process group (pool children, a process that ignored the signal)."""
+        for proc in self.procs:
             # A worker's warm shutdown would wait for a hanging turn: shut it down cold.
-            proc.stop(signal.SIGQUIT if proc.name == "worker" else signal.SIGTERM)
+            proc.signal(signal.SIGQUIT if proc.name == "worker" else signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for proc in self.procs:
+            proc.wait(deadline - time.monotonic())
+        for proc in self.procs:
+            proc.kill_group(signal.SIGKILL)
+            proc.wait(STOP_TIMEOUT)
 
 
 @pytest.fixture
@@ -239,7 +267,8 @@ def fake_model():
 
 @pytest.fixture
 def stack(real_stack, transactional_db, fake_model, tmp_path):
-    """Starts nothing by itself: ``stack.start_daphne()`` / ``stack.start_worker()``.
+    """Starts nothing by itself: ``stack.start_all()``, ``start_daphne()``, ``start_worker()``
+    (a test may change ``stack.env`` first).
 
     Depends on ``transactional_db`` so the rows the test and the processes write are
     committed, and so the processes are stopped before the tables are flushed."""
@@ -282,17 +311,15 @@ def stack(real_stack, transactional_db, fake_model, tmp_path):
 @pytest.fixture
 def server(stack) -> Stack:
     """daphne and one Celery worker, both up."""
-    stack.start_daphne()
-    stack.start_worker()
-    return stack
+    return stack.start_all()
 
 
-@pytest.fixture
-def account(server) -> dict:
-    """A new tenant's owner, registered over HTTP: ``{"headers", "access", "user"}``."""
+def register(stack: Stack) -> dict:
+    """A new tenant's owner, registered and logged in over HTTP: ``{"headers", "access",
+    "user"}``."""
     email = f"e2e-{uuid.uuid4().hex[:10]}@example.com"
     response = httpx.post(
-        f"{server.base_url}/api/v1/auth/register",
+        f"{stack.base_url}/api/v1/auth/register",
         json={
             "email": email,
             "password": "analytical-engine-1843",
@@ -300,13 +327,20 @@ def account(server) -> dict:
             "tenant_name": f"E2E {email}",
         },
         timeout=10,
+        trust_env=False,
     )
     assert response.status_code == 201, response.text
     login = httpx.post(
-        f"{server.base_url}/api/v1/auth/token",
+        f"{stack.base_url}/api/v1/auth/token",
         json={"email": email, "password": "analytical-engine-1843"},
         timeout=10,
+        trust_env=False,
     )
     assert login.status_code == 200, login.text
     access = login.json()["access"]
     return {"access": access, "headers": {"Authorization": f"Bearer {access}"}, "user": response.json()["user"]}
+
+
+@pytest.fixture
+def account(server) -> dict:
+    return register(server)

@@ -17,7 +17,7 @@ from websockets.sync.client import connect as ws_connect
 from chat.models import AgentRun, Task
 from conversations.models import Message
 
-from .conftest import wait_for
+from .conftest import register, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -123,7 +123,7 @@ def test_message_posted_over_http_is_answered_by_the_worker_over_websocket(serve
     run = _run(run_id)
     assert (run.status, run.attempts, run.provider) == ("completed", 1, "openai")
     assert run.reply_message.seq == 2 and run.reply_message.content == "Hello from the worker process"
-    worker = next(p for p in server.procs if p.name == "worker")
+    worker = server.worker()
     wait_for(
         lambda: re.search(r"run_agent_task\[[^]]+\] succeeded .*'completed'", worker.log()),
         timeout=5,
@@ -213,7 +213,7 @@ def _start_hanging_turn(server, account, content: str) -> int:
 
 
 def test_a_killed_pool_process_task_is_redelivered_and_the_run_completes(server, account):
-    worker = next(p for p in server.procs if p.name == "worker")
+    worker = server.worker()
     run_id = _start_hanging_turn(server, account, "add a task to survive")
     server.fake.call_tool("add_task", {"title": "survive"})
     server.fake.reply("Done, despite everything.")
@@ -228,12 +228,42 @@ def test_a_killed_pool_process_task_is_redelivered_and_the_run_completes(server,
     assert run.reply_message.content == "Done, despite everything."
     assert Task.objects.filter(title="survive").count() == 1
     assert worker.alive() and child not in worker.children()
-    assert "WorkerLostError" in worker.log() or "signal 9" in worker.log()
+    log = worker.log()
+    assert "WorkerLostError" in log and "Retry in" not in log
+    [task_id] = set(re.findall(r"run_agent_task\[([0-9a-f-]+)\] received", log))
+    assert log.count(f"run_agent_task[{task_id}] received") == 2  # the same message, redelivered
     assert len(server.fake.requests) == 3  # the hung call, then the tool round and the answer
 
 
+def test_a_turn_that_keeps_killing_its_worker_fails_after_its_attempts(stack):
+    stack.env["AGENT_MAX_ATTEMPTS"] = "2"
+    stack.start_all()
+    worker = stack.worker()
+    run_id = _start_hanging_turn(stack, register(stack), "crash, please")
+    stack.fake.hang(30)  # the redelivered attempt hangs too
+    stack.fake.reply("never asked for")
+    [first] = worker.children()
+
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: len(stack.fake.requests) == 2, timeout=DEADLINE, what="the redelivered attempt")
+    assert _run(run_id).attempts == 2
+    [second] = worker.children()
+    os.kill(second, signal.SIGKILL)
+
+    # Redelivered once more, with no attempt left: failed, acknowledged, not run again.
+    run = wait_for(lambda: _settled(run_id), timeout=DEADLINE, what="the run to fail")
+    assert (run.status, run.attempts, run.reply_message) == ("failed", 2, None)
+    assert run.error == "the worker running this turn was lost"
+    wait_for(
+        lambda: re.search(r"run_agent_task\[[^]]+\] succeeded .*'failed'", worker.log()),
+        timeout=5,
+        what="the worker to acknowledge the failed run",
+    )
+    assert len(stack.fake.requests) == 2
+
+
 def test_a_killed_worker_leaves_a_running_run_that_the_sweep_queues_again(server, account):
-    worker = next(p for p in server.procs if p.name == "worker")
+    worker = server.worker()
     run_id = _start_hanging_turn(server, account, "hello?")
     server.fake.reply("Back after the sweep.")
 
