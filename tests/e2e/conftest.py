@@ -73,7 +73,7 @@ def _empty_broker(url: str) -> None:
 
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
-        for pattern in ("default*", "unacked*", "_kombu.binding.*"):
+        for pattern in ("default*", "unacked*", "_kombu.binding*"):
             keys = list(client.scan_iter(match=pattern, count=500))
             if keys:
                 client.delete(*keys)
