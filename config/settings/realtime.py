@@ -49,8 +49,14 @@ AGENT_STALE_QUEUED_SECONDS = env.int("AGENT_STALE_QUEUED_SECONDS", default=900)
 # Seconds between SSE heartbeat comments (keeps proxies from closing idle streams).
 SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
 
+# Days audit records are kept; older ones are purged daily (the chain stays verifiable).
+# 0 keeps everything.
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=0)
+
 # Periodic work, run by `celery worker --beat` (make run / make worker).
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-runs": {"task": "chat.tasks.sweep_stuck_runs", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "config.api.tasks.purge_idempotency_keys", "schedule": 3600.0},
+    "flush-expired-tokens": {"task": "accounts.tasks.flush_expired_tokens", "schedule": 86400.0},
+    "purge-old-audits": {"task": "audits.tasks.purge_old_audits", "schedule": 86400.0},
 }
