@@ -8,12 +8,15 @@ and go out at once. A ``sink`` (the SSE response of the request that runs the tu
 list for the sync endpoint) also receives every event in order.
 """
 
+import asyncio
 import logging
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -28,12 +31,41 @@ def event_frame(event_type: str, data: dict, seq: int | None = None) -> dict:
     return {"type": event_type, "seq": seq, "data": data}
 
 
+_publisher_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publisher_event_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process, in a daemon thread, for publishing from sync code.
+
+    ``async_to_sync`` outside an ASGI request makes a new loop per call, and channels-redis
+    keeps its connections per loop: every event would pay a new Redis connection (about
+    4 ms; a streamed answer sends dozens). A process-wide loop keeps them. Recreated after
+    a fork (Celery's prefork children) since threads do not survive it.
+    """
+    global _publisher_loop
+    with _publisher_lock:
+        if _publisher_loop is None or _publisher_loop[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="event-publisher", daemon=True).start()
+            _publisher_loop = (os.getpid(), loop)
+        return _publisher_loop[1]
+
+
 def _group_send(conversation_id: int, frame: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    message = {"type": "conversation.event", "frame": frame}
     try:
-        async_to_sync(layer.group_send)(group_name(conversation_id), {"type": "conversation.event", "frame": frame})
+        if isinstance(layer, InMemoryChannelLayer):
+            # Its queues belong to the loop of the one process's consumers: publish there.
+            async_to_sync(layer.group_send)(group_name(conversation_id), message)
+        else:
+            future = asyncio.run_coroutine_threadsafe(
+                layer.group_send(group_name(conversation_id), message), _publisher_event_loop()
+            )
+            future.result(timeout=10)
     except Exception:  # noqa: BLE001 - a fan-out failure must not fail the stored action
         logger.exception("could not publish event", extra={"conversation_id": conversation_id, "event": frame["type"]})
 
