@@ -20,7 +20,11 @@ AGENT_RUN_LATENCY = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 CELERY_TASKS = Counter("celery_tasks_total", "Celery task outcomes by task name", ["task", "outcome"])
-WEBSOCKET_CONNECTIONS = Gauge("websocket_connections_open", "WebSocket connections currently open")
+# livesum: in multiprocess mode (the Celery worker's endpoint) the open connections of the
+# processes still alive; ignored in daphne's single process.
+WEBSOCKET_CONNECTIONS = Gauge(
+    "websocket_connections_open", "WebSocket connections currently open", multiprocess_mode="livesum"
+)
 RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Requests refused by a rate limit", ["scope"])
 IDEMPOTENT_REPLAYS = Counter("idempotent_replays_total", "Responses replayed for a repeated Idempotency-Key")
 

@@ -26,6 +26,11 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - max(1, min(30, CELERY_TAS
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Port on which each Celery worker serves Prometheus metrics (task outcomes, agent runs) summed
+# over its pool processes; 0 = off. Daphne's /metrics does not see what workers count.
+CELERY_METRICS_PORT = env.int("CELERY_METRICS_PORT", default=0)
+# Address that endpoint binds to; it has no auth, so keep it private (0.0.0.0 in a container).
+CELERY_METRICS_ADDR = env.str("CELERY_METRICS_ADDR", default="127.0.0.1")
 
 # The agent. "local" is the offline task assistant; "openai" uses the official client
 # against OpenAI or any compatible server. Defaults to openai when a key is set.

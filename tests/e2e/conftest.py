@@ -132,6 +132,7 @@ class Stack:
     fake: FakeOpenAI
     procs: list[Proc] = field(default_factory=list)
     base_url: str | None = None
+    worker_metrics_url: str | None = None
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
         log_path = self.tmp / f"{name}-{len(self.procs)}.log"
@@ -182,6 +183,9 @@ class Stack:
         return self.wait_worker(self.spawn_worker())
 
     def spawn_worker(self) -> Proc:
+        # Each worker serves its Prometheus metrics on a port of its own.
+        self.env["CELERY_METRICS_PORT"] = str(_free_port())
+        self.worker_metrics_url = f"http://127.0.0.1:{self.env['CELERY_METRICS_PORT']}/metrics"
         return self._spawn(
             "worker",
             [
