@@ -70,9 +70,7 @@ def _user_create(*, tenant: Tenant, email: str, password: str, display_name: str
 def tenant_register(*, email: str, password: str, display_name: str, tenant_name: str) -> tuple[User, Tenant]:
     """Creates a tenant on the free tier and its owner."""
     tenant = Tenant.objects.create(name=tenant_name.strip(), slug=_unique_slug(tenant_name))
-    user = _user_create(
-        tenant=tenant, email=email, password=password, display_name=display_name, role=User.Role.OWNER
-    )
+    user = _user_create(tenant=tenant, email=email, password=password, display_name=display_name, role=User.Role.OWNER)
     audit_record(
         tenant=tenant,
         actor=user,

@@ -199,7 +199,9 @@ def test_member_cannot_list_or_add_users(tenant):
 
     assert_error(client.get("/api/v1/users"), 403, "permission_denied")
     response = client.post(
-        "/api/v1/users", {"email": "x@example.com", "password": "a-decent-passphrase", "display_name": "X"}, format="json"
+        "/api/v1/users",
+        {"email": "x@example.com", "password": "a-decent-passphrase", "display_name": "X"},
+        format="json",
     )
     assert_error(response, 403, "permission_denied")
     assert not User.objects.filter(email="x@example.com").exists()
