@@ -6,6 +6,7 @@ DRF's own exceptions, our ``ApplicationError`` raised by services, and anything 
 
 import logging
 
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
@@ -76,6 +77,22 @@ def error_response(status: int, code: str, message: str, details=None, headers=N
     return response
 
 
+def django_error(exc: BaseException) -> tuple[int, str, str] | None:
+    """(status, code, message) for the Django exceptions that mean a client error, which
+    Django itself would answer with 4xx (a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``, 404,
+    403, a suspicious or bad request); None for anything else, which is a 500."""
+    # RequestDataTooBig is a SuspiciousOperation: test it first.
+    if isinstance(exc, RequestDataTooBig):
+        return 413, "payload_too_large", "The request body is too large."
+    if isinstance(exc, Http404):
+        return 404, "not_found", "Not found."
+    if isinstance(exc, DjangoPermissionDenied):
+        return 403, "permission_denied", "You do not have permission to perform this action."
+    if isinstance(exc, (SuspiciousOperation, BadRequest)):
+        return 400, "bad_request", "The request is not valid."
+    return None
+
+
 _DRF_CODES = {
     drf_exceptions.ValidationError: "validation_error",
     drf_exceptions.ParseError: "parse_error",
@@ -107,6 +124,10 @@ def exception_handler(exc, context):
     """DRF exception handler producing the envelope for every error a view raises."""
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    if isinstance(exc, (RequestDataTooBig, SuspiciousOperation, BadRequest)):
+        # DRF re-raises these (reading request.data over the size limit, say): a 500 otherwise.
+        status, code, message = django_error(exc)
+        return Response(error_body(code, message), status=status)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

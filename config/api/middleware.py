@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 
 from . import metrics
 from .context import client_ip_var, new_request_id, request_id_var, tenant_id_var, user_agent_var, user_id_var
-from .errors import error_response
+from .errors import django_error, error_response
 
 logger = logging.getLogger("http.request")
 
@@ -102,13 +102,20 @@ class RequestIdMiddleware(_HybridMiddleware):
 
 
 class ApiErrorMiddleware(_HybridMiddleware):
-    """On API paths no error is HTML and no exception leaks: anything unhandled becomes a
-    logged 500 envelope, and any non-JSON error page (resolver 404, CSRF 403, ...) is
-    replaced by the envelope with the same status."""
+    """On API paths no error is HTML and no exception leaks: Django's client errors (404,
+    403, 400, 413) become their envelope, anything else unhandled a logged 500 envelope, and
+    any non-JSON error page (resolver 404, CSRF 403, ...) is replaced by the envelope with
+    the same status."""
 
     def process_exception(self, request, exception):
         if not is_api_path(request.path):
             return None
+        known = django_error(exception)
+        if known is not None:
+            status, code, message = known
+            if status in (400, 413):
+                logger.warning("client error: %s", type(exception).__name__, extra={"path": request.path})
+            return error_response(status, code, message)
         logger.exception("unhandled error", extra={"path": request.path})
         return error_response(500, "internal_error", "An unexpected error occurred.")
 
