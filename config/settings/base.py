@@ -1,11 +1,16 @@
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .env import BASE_DIR, REDIS_URL, env
 
 # Development conveniences (permissive CORS, debug pages off API paths). Never in production.
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# Required in production; the development default is only accepted while DEBUG or embedded.
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789")
+# Signs sessions and JWTs. Required on the real stack (DATABASE_URL not SQLite) unless
+# DJANGO_DEBUG is on: startup fails without it (checked below, once the database is known).
+# The embedded default falls back to a public development key, which is no secret at all.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+_DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789"
 # Host names this server answers to.
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
 # Origins trusted for CSRF (the admin behind HTTPS), e.g. https://chat.example.com
@@ -87,6 +92,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+if not SECRET_KEY:
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3" and not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DATABASE_URL points at a server database "
+            "(it signs sessions and JWTs; the development key is public). Generate one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    SECRET_KEY = _DEV_SECRET_KEY
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Cache (rate limits and idempotency locks use it too): Redis when REDIS_URL is set.
