@@ -41,6 +41,11 @@ def message_list(*, conversation: Conversation, after_seq: int | None = None) ->
 
 
 def message_get(*, conversation: Conversation, message_id) -> Message:
+    """A message of this conversation; a malformed id (WebSocket input) is 404 too."""
+    try:
+        message_id = int(message_id)
+    except (TypeError, ValueError):
+        raise NotFound("Message not found.") from None
     message = Message.objects.filter(conversation=conversation, pk=message_id).first()
     if message is None:
         raise NotFound("Message not found.")

@@ -1,13 +1,16 @@
 """Every write to conversations and messages. Events go out through conversations.events."""
 
 import json
+from collections.abc import Iterable
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.models import User
 from audits.services import audit_record
-from config.api.errors import ApplicationError
+from config.api.errors import ApplicationError, Forbidden
 
+from . import selectors
 from .events import Publisher, publish
 from .models import MAX_MESSAGE_CHARS, Conversation, Message
 
@@ -28,12 +31,28 @@ def check_content(content: str) -> str:
 
 @transaction.atomic
 def conversation_create(
-    *, user, title: str = "", channel: str = Conversation.Channel.API, metadata: dict | None = None, participants=()
+    *,
+    user,
+    title: str = "",
+    channel: str = Conversation.Channel.API,
+    metadata: dict | None = None,
+    participant_ids: Iterable[int] = (),
 ) -> Conversation:
+    """A conversation owned by ``user``, who always takes part in it. Every id in
+    ``participant_ids`` must be a user of the owner's tenant, else ``validation_error``
+    and nothing is created."""
+    wanted = set(participant_ids) - {user.pk}
+    others = list(User.objects.filter(tenant_id=user.tenant_id, pk__in=wanted))
+    if len(others) != len(wanted):
+        unknown = sorted(wanted - {other.pk for other in others})
+        raise ApplicationError(
+            "Some participants are not users of your tenant.",
+            code="validation_error",
+            details={"participant_ids": [f"unknown user {pk}" for pk in unknown]},
+        )
     conversation = Conversation.objects.create(
         tenant_id=user.tenant_id, owner=user, title=title, channel=channel, metadata=metadata or {}
     )
-    others = [p for p in participants if p.tenant_id == user.tenant_id and p.pk != user.pk]
     conversation.participants.add(user, *others)
     audit_record(
         tenant=user.tenant,
@@ -46,8 +65,17 @@ def conversation_create(
     return conversation
 
 
+def check_can_manage(*, conversation: Conversation, user) -> None:
+    """Only the owner, or an owner/admin of the tenant, may change or delete a
+    conversation. Callers have already checked that ``user`` can see it (a stranger gets
+    404 from the selector), so a participant gets 403 here."""
+    if conversation.owner_id != user.pk and not user.is_tenant_admin:
+        raise Forbidden("Only the conversation's owner or a tenant admin may change or delete it.")
+
+
 @transaction.atomic
 def conversation_update(*, conversation: Conversation, user, **changes) -> Conversation:
+    check_can_manage(conversation=conversation, user=user)
     allowed = {"title", "status", "metadata"}
     fields = [name for name in changes if name in allowed]
     for name in fields:
@@ -67,6 +95,7 @@ def conversation_update(*, conversation: Conversation, user, **changes) -> Conve
 
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation, user) -> None:
+    check_can_manage(conversation=conversation, user=user)
     conversation_id = conversation.pk
     conversation.delete()
     audit_record(
@@ -159,13 +188,30 @@ def message_send(
 
 @transaction.atomic
 def message_mark_read(*, message: Message, user) -> Message:
-    """Read receipt: the message (and the caller's view of it) is read. Idempotent."""
+    """Read receipt: the message (and the caller's view of it) is read. Idempotent: only
+    the first receipt changes the row, publishes ``message.status`` and is audited."""
     if message.status != Message.Status.READ:
         message.status = Message.Status.READ
         message.read_at = timezone.now()
         message.save(update_fields=["status", "read_at"])
         publish(message.conversation_id, "message.status", message_event_data(message), seq=message.seq)
+        audit_record(
+            tenant=user.tenant,
+            actor=user,
+            action="message.read",
+            resource_type="message",
+            resource_id=message.pk,
+            details={"conversation_id": message.conversation_id},
+        )
     return message
+
+
+def message_read(*, user, conversation_id, message_id) -> Message:
+    """Read receipt from any entry point (REST, WebSocket): the message must belong to a
+    conversation the user can see, else ``NotFound``."""
+    conversation = selectors.conversation_get(tenant=user.tenant_id, user=user, conversation_id=conversation_id)
+    message = selectors.message_get(conversation=conversation, message_id=message_id)
+    return message_mark_read(message=message, user=user)
 
 
 def message_event_type(message: Message) -> str:

@@ -7,11 +7,9 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from accounts.models import User
 from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.serializers import AgentRunSerializer, MessageAcceptedSerializer
-from config.api.errors import ApplicationError
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import TenantScopedViewSet
 
@@ -62,15 +60,7 @@ class ConversationViewSet(
     def create(self, request):
         data = ConversationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        participant_ids = data.validated_data.pop("participant_ids")
-        participants = User.objects.filter(tenant_id=request.user.tenant_id, pk__in=participant_ids)
-        if len(participants) != len(set(participant_ids)):
-            raise ApplicationError(
-                "Some participants are not users of your tenant.",
-                code="validation_error",
-                details={"participant_ids": ["unknown user"]},
-            )
-        conversation = services.conversation_create(user=request.user, participants=participants, **data.validated_data)
+        conversation = services.conversation_create(user=request.user, **data.validated_data)
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, pk=None, partial=False):
@@ -121,8 +111,7 @@ class ConversationViewSet(
     @action(detail=True, methods=["post"], url_path=r"messages/(?P<message_id>[0-9]+)/read")
     def read(self, request, pk=None, message_id=None):
         """Read receipt for one message."""
-        message = selectors.message_get(conversation=self.get_conversation(), message_id=message_id)
-        message = services.message_mark_read(message=message, user=request.user)
+        message = services.message_read(user=request.user, conversation_id=pk, message_id=message_id)
         return Response(MessageSerializer(message).data)
 
     @extend_schema(responses=AgentRunSerializer(many=True))

@@ -1,5 +1,6 @@
 import pytest
 
+from audits.models import AuditRecord
 from conversations.models import Conversation, Message
 from tests.accounts.factories import TenantFactory, UserFactory
 from tests.accounts.test_apis import assert_error
@@ -37,7 +38,8 @@ def test_create_with_foreign_participant_is_400_and_creates_nothing(auth_api):
 
     response = auth_api.post("/api/v1/conversations", {"participant_ids": [stranger.id]}, format="json")
 
-    assert_error(response, 400, "validation_error")
+    error = assert_error(response, 400, "validation_error")
+    assert list(error["details"]) == ["participant_ids"]
     assert Conversation.objects.count() == 0
 
 
@@ -89,6 +91,62 @@ def test_update_and_delete(auth_api, user):
     assert patched.status_code == 200 and patched.json()["title"] == "New" and patched.json()["status"] == "closed"
     assert deleted.status_code == 204
     assert not Conversation.objects.filter(pk=conversation.id).exists()
+
+
+def test_plain_member_owner_can_update_and_delete_their_conversation(tenant):
+    owner = UserFactory(tenant=tenant, role="member")
+    conversation = ConversationFactory(owner=owner)
+    client = client_for(owner)
+
+    patched = client.patch(f"/api/v1/conversations/{conversation.id}", {"title": "Mine"}, format="json")
+    deleted = client.delete(f"/api/v1/conversations/{conversation.id}")
+
+    assert patched.status_code == 200 and patched.json()["title"] == "Mine"
+    assert deleted.status_code == 204
+    assert not Conversation.objects.filter(pk=conversation.id).exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("patch", {"title": "Hijacked"}), ("put", {"title": "Hijacked", "status": "closed"}), ("delete", None)],
+)
+def test_participant_cannot_update_or_delete_the_owners_conversation(tenant, method, body):
+    owner = UserFactory(tenant=tenant, role="member")
+    participant = UserFactory(tenant=tenant, role="member")
+    conversation = ConversationFactory(owner=owner, title="Owner's", status="open")
+    conversation.participants.add(participant)
+
+    response = getattr(client_for(participant), method)(f"/api/v1/conversations/{conversation.id}", body, format="json")
+
+    assert_error(response, 403, "permission_denied")
+    conversation.refresh_from_db()
+    assert (conversation.title, conversation.status) == ("Owner's", "open")
+    assert not AuditRecord.objects.filter(action__in=["conversation.updated", "conversation.deleted"]).exists()
+
+
+def test_tenant_admin_who_takes_part_can_update_and_delete(tenant):
+    owner = UserFactory(tenant=tenant, role="member")
+    admin = UserFactory(tenant=tenant, role="admin")
+    conversation = ConversationFactory(owner=owner)
+    conversation.participants.add(admin)
+    client = client_for(admin)
+
+    patched = client.patch(f"/api/v1/conversations/{conversation.id}", {"status": "closed"}, format="json")
+    deleted = client.delete(f"/api/v1/conversations/{conversation.id}")
+
+    assert patched.status_code == 200 and patched.json()["status"] == "closed"
+    assert deleted.status_code == 204
+    assert not Conversation.objects.filter(pk=conversation.id).exists()
+
+
+def test_tenant_admin_who_does_not_take_part_gets_404(tenant):
+    conversation = ConversationFactory(owner=UserFactory(tenant=tenant, role="member"))
+    admin = UserFactory(tenant=tenant, role="admin")
+
+    response = client_for(admin).delete(f"/api/v1/conversations/{conversation.id}")
+
+    assert_error(response, 404, "not_found")
+    assert Conversation.objects.filter(pk=conversation.id).exists()
 
 
 def test_update_with_bad_status_is_400_and_changes_nothing(auth_api, user):
@@ -151,6 +209,34 @@ def test_read_receipt_marks_message_read(auth_api, user):
     assert response.json()["status"] == "read" and response.json()["read_at"]
     message.refresh_from_db()
     assert message.status == "read"
+
+
+def test_read_receipt_is_audited_once(auth_api, user):
+    conversation = ConversationFactory(owner=user)
+    (message,) = add_messages(conversation, 1)
+    url = f"/api/v1/conversations/{conversation.id}/messages/{message.id}/read"
+
+    first = auth_api.post(url)
+    again = auth_api.post(url)
+
+    assert first.status_code == again.status_code == 200
+    assert again.json()["read_at"] == first.json()["read_at"]
+    records = AuditRecord.objects.filter(action="message.read")
+    assert [(r.actor_id, r.resource_type, r.resource_id, r.details) for r in records] == [
+        (user.id, "message", str(message.id), {"conversation_id": conversation.id})
+    ]
+
+
+def test_read_receipt_in_a_conversation_the_caller_does_not_see_is_404(auth_api, user):
+    theirs = ConversationFactory(owner=UserFactory(tenant=user.tenant))
+    (message,) = add_messages(theirs, 1)
+
+    response = auth_api.post(f"/api/v1/conversations/{theirs.id}/messages/{message.id}/read")
+
+    assert_error(response, 404, "not_found")
+    message.refresh_from_db()
+    assert message.status != "read"
+    assert not AuditRecord.objects.filter(action="message.read").exists()
 
 
 def test_read_receipt_for_message_of_another_conversation_is_404(auth_api, user):

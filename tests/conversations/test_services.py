@@ -3,9 +3,18 @@ import threading
 import pytest
 from django.db import connection, transaction
 
+from audits.models import AuditRecord
+from config.api.errors import ApplicationError, Forbidden, NotFound
 from conversations.models import Conversation, Message
-from conversations.services import message_create, message_send
-from tests.accounts.factories import UserFactory
+from conversations.services import (
+    conversation_create,
+    conversation_delete,
+    conversation_update,
+    message_create,
+    message_read,
+    message_send,
+)
+from tests.accounts.factories import TenantFactory, UserFactory
 from tests.conversations.factories import ConversationFactory, add_messages
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +52,72 @@ def test_resending_a_client_message_id_returns_the_stored_message(user):
     assert (created, created_again) == (True, False)
     assert first.pk == again.pk
     assert Message.objects.count() == 1
+
+
+def test_create_adds_owner_and_participants_of_the_tenant(user):
+    colleague = UserFactory(tenant=user.tenant)
+
+    conversation = conversation_create(user=user, title="t", participant_ids=[colleague.id, user.id])
+
+    assert set(conversation.participants.values_list("id", flat=True)) == {user.id, colleague.id}
+
+
+def test_create_with_participants_outside_the_tenant_raises_and_creates_nothing(user):
+    stranger = UserFactory(tenant=TenantFactory())
+    colleague = UserFactory(tenant=user.tenant)
+
+    with pytest.raises(ApplicationError) as raised:
+        conversation_create(user=user, participant_ids=[colleague.id, stranger.id, 987654])
+
+    assert raised.value.code == "validation_error"
+    assert raised.value.details == {"participant_ids": [f"unknown user {stranger.id}", "unknown user 987654"]}
+    assert Conversation.objects.count() == 0
+    assert not AuditRecord.objects.filter(action="conversation.created").exists()
+
+
+def test_participant_may_not_update_or_delete(tenant):
+    owner = UserFactory(tenant=tenant, role="member")
+    participant = UserFactory(tenant=tenant, role="member")
+    conversation = ConversationFactory(owner=owner, title="Keep")
+    conversation.participants.add(participant)
+
+    with pytest.raises(Forbidden):
+        conversation_update(conversation=conversation, user=participant, title="Changed")
+    with pytest.raises(Forbidden):
+        conversation_delete(conversation=conversation, user=participant)
+
+    conversation.refresh_from_db()
+    assert conversation.title == "Keep"
+
+
+def test_message_read_marks_once_and_audits_once(user):
+    conversation = ConversationFactory(owner=user)
+    (message,) = add_messages(conversation, 1)
+
+    first = message_read(user=user, conversation_id=conversation.id, message_id=message.id)
+    again = message_read(user=user, conversation_id=str(conversation.id), message_id=str(message.id))
+
+    assert first.status == again.status == Message.Status.READ
+    assert AuditRecord.objects.filter(action="message.read", resource_id=str(message.id)).count() == 1
+
+
+@pytest.mark.parametrize("message_id", ["nope", None, 0])
+def test_message_read_with_bad_or_unknown_id_is_not_found(user, message_id):
+    conversation = ConversationFactory(owner=user)
+
+    with pytest.raises(NotFound):
+        message_read(user=user, conversation_id=conversation.id, message_id=message_id)
+
+
+def test_message_read_in_a_conversation_the_user_does_not_see_is_not_found(user):
+    theirs = ConversationFactory(owner=UserFactory(tenant=user.tenant))
+    (message,) = add_messages(theirs, 1)
+
+    with pytest.raises(NotFound):
+        message_read(user=user, conversation_id=theirs.id, message_id=message.id)
+
+    message.refresh_from_db()
+    assert message.status != Message.Status.READ
 
 
 @pytest.mark.django_db(transaction=True)
