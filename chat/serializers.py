@@ -85,6 +85,12 @@ class TaskWriteSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=500, required=False)
     completed = serializers.BooleanField(required=False)
 
+    def validate(self, attrs):
+        # PUT replaces the task, so it needs a title; POST too. PATCH (partial) may omit it.
+        if not self.partial and "title" not in attrs:
+            raise serializers.ValidationError({"title": ["This field is required."]})
+        return attrs
+
 
 class TaskListQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["all", "pending", "completed"], default="all")

@@ -51,15 +51,23 @@ def _clean_title(title) -> str:
 
 
 @transaction.atomic
-def task_create(*, user, title: str) -> Task:
-    task = Task.objects.create(tenant_id=user.tenant_id, owner=user, title=_clean_title(title))
+def task_create(*, user, title: str, completed: bool = False) -> Task:
+    """A task of ``user``'s, possibly already done: one row, one ``task.created`` record."""
+    completed = bool(completed)
+    task = Task.objects.create(
+        tenant_id=user.tenant_id,
+        owner=user,
+        title=_clean_title(title),
+        completed=completed,
+        completed_at=timezone.now() if completed else None,
+    )
     audit_record(
         tenant=user.tenant,
         actor=user,
         action="task.created",
         resource_type="task",
         resource_id=task.pk,
-        details={"title": task.title},
+        details={"title": task.title, "completed": completed},
     )
     return task
 

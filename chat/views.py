@@ -104,17 +104,17 @@ class TaskViewSet(
     def create(self, request):
         data = TaskWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        task = services.task_create(user=request.user, title=data.validated_data.get("title", ""))
-        if data.validated_data.get("completed"):
-            task = services.task_update(task=task, user=request.user, completed=True)
+        task = services.task_create(
+            user=request.user,
+            title=data.validated_data.get("title", ""),
+            completed=data.validated_data.get("completed", False),
+        )
         return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=TaskWriteSerializer, responses=TaskSerializer)
     def update(self, request, pk=None, partial=False):
         data = TaskWriteSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
-        if not partial and "title" not in data.validated_data:
-            data.validated_data["title"] = ""  # PUT replaces: a title is required
         task = services.task_update(task=self.get_object(), user=request.user, **data.validated_data)
         return Response(TaskSerializer(task).data)
 

@@ -1,5 +1,6 @@
 import pytest
 
+from audits.models import AuditRecord
 from chat.models import Task
 from tests.accounts.factories import UserFactory
 from tests.accounts.test_apis import assert_error
@@ -37,3 +38,34 @@ def test_someone_elses_task_is_404(auth_api, user):
     assert_error(auth_api.get(f"/api/v1/tasks/{theirs}"), 404, "not_found")
     assert_error(auth_api.delete(f"/api/v1/tasks/{theirs}"), 404, "not_found")
     assert Task.objects.filter(pk=theirs).exists()
+
+
+def test_create_completed_task_is_one_write_and_one_audit_record(auth_api, user):
+    response = auth_api.post("/api/v1/tasks", {"title": "x", "completed": True}, format="json")
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["completed"] is True and body["completed_at"]
+    records = AuditRecord.objects.filter(resource_type="task", resource_id=str(body["id"]))
+    assert [r.action for r in records] == ["task.created"]
+    assert records[0].details == {"title": "x", "completed": True}
+
+
+def test_create_without_title_is_400(auth_api):
+    error = assert_error(auth_api.post("/api/v1/tasks", {"completed": True}, format="json"), 400, "validation_error")
+
+    assert "title" in error["details"]
+    assert not Task.objects.exists()
+
+
+def test_put_replaces_so_it_needs_a_title_and_patch_does_not(auth_api, user):
+    task_id = auth_api.post("/api/v1/tasks", {"title": "keep"}, format="json").json()["id"]
+
+    put = auth_api.put(f"/api/v1/tasks/{task_id}", {"completed": True}, format="json")
+    patched = auth_api.patch(f"/api/v1/tasks/{task_id}", {"completed": True}, format="json")
+    replaced = auth_api.put(f"/api/v1/tasks/{task_id}", {"title": "new", "completed": False}, format="json")
+
+    error = assert_error(put, 400, "validation_error")
+    assert "title" in error["details"]
+    assert patched.status_code == 200 and patched.json()["title"] == "keep"
+    assert replaced.status_code == 200 and (replaced.json()["title"], replaced.json()["completed"]) == ("new", False)
