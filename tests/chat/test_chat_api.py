@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from accounts.models import User
@@ -173,3 +175,64 @@ def test_history_is_fed_to_the_model_within_budget(auth_api, settings, fake_open
         ("user", "three"),
     ]
     assert User.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"title": 5}, "title must be a non-empty string."),
+        ({"title": "   "}, "title must be a non-empty string."),
+        ({"task_id": "first"}, "task_id must be an integer."),
+        ({"task_id": True}, "task_id must be an integer."),
+        ({}, "Give task_id or title."),
+    ],
+)
+def test_tool_call_with_bad_arguments_is_reported_back_and_the_turn_completes(
+    auth_api, user, fake_openai, arguments, expected
+):
+    Task.objects.create(tenant=user.tenant, owner=user, title="5")
+    fake_openai.call_tool("complete_task", arguments)
+    fake_openai.reply("I could not tell which task you meant.")
+
+    response = chat(auth_api, "finish task 5")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["tool_calls"][0]["result"] == {"error": "invalid_arguments", "message": expected}
+    assert body["response"] == "I could not tell which task you meant."
+    assert AgentRun.objects.get(pk=body["run_id"]).status == "completed"
+    assert Task.objects.get(owner=user).completed is False
+    tool_message = fake_openai.requests[1]["body"]["messages"][-1]
+    assert tool_message["role"] == "tool" and "invalid_arguments" in tool_message["content"]
+
+
+def test_tool_call_with_a_numeric_string_task_id_works(auth_api, user, fake_openai):
+    task = Task.objects.create(tenant=user.tenant, owner=user, title="water plants")
+    fake_openai.call_tool("complete_task", {"task_id": str(task.id)})
+    fake_openai.reply("Done.")
+
+    body = chat(auth_api, "done with the plants").json()
+
+    assert body["tool_calls"][0]["result"]["task"] == {"id": task.id, "title": "water plants", "completed": True}
+
+
+def test_a_tool_that_fails_unexpectedly_is_logged_and_reported_not_raised(
+    auth_api, user, fake_openai, monkeypatch, caplog
+):
+    # The one place we break our own code on purpose: a tool with a bug.
+    from chat.agent import tools  # here: importing it before chat.services is circular
+
+    def broken(user, **arguments):
+        raise KeyError("bug")
+
+    monkeypatch.setitem(tools.TOOLS, "list_tasks", dataclasses.replace(tools.TOOLS["list_tasks"], handler=broken))
+    fake_openai.call_tool("list_tasks", {})
+    fake_openai.reply("Something went wrong on my side.")
+
+    response = chat(auth_api, "what is on my list?")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["tool_calls"][0]["result"] == {"error": "tool_failed", "message": "The tool failed."}
+    assert AgentRun.objects.get(pk=body["run_id"]).status == "completed"
+    assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records if r.name == "chat.agent.tools")
