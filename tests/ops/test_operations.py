@@ -4,6 +4,7 @@ import re
 import pytest
 from django.core.management import call_command
 from django.test import Client
+from prometheus_client import REGISTRY
 
 from tests.accounts.factories import TenantFactory, UserFactory
 
@@ -69,14 +70,18 @@ def test_ready_is_503_when_the_broker_is_down(api):
 
 
 def test_metrics_are_prometheus_text_and_count_requests(api):
+    labels = {"method": "GET", "route": "/^health/?$", "status": "200"}
+    before = REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
     api.get("/health")
 
     response = api.get("/metrics")
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
+    assert REGISTRY.get_sample_value("http_requests_total", labels) == before + 1
     text = response.content.decode()
-    assert re.search(r'http_requests_total\{method="GET",route="/\^health/\?\$",status="200"\} [1-9]', text), text[:2000]
+    line = re.search(r'^http_requests_total\{method="GET",route="/\^health/\?\$",status="200"\} (\S+)$', text, re.M)
+    assert line and float(line.group(1)) == before + 1, text[:2000]
 
 
 def test_metrics_token_is_enforced_when_set(api, settings):
@@ -156,7 +161,12 @@ def test_request_log_line_carries_request_id_tenant_and_user(auth_api, user, cap
 
     (record,) = [r for r in caplog.records if r.name == "http.request"]
     assert (record.request_id, record.tenant_id, record.user_id) == ("req-42", user.tenant_id, user.id)
-    assert (record.method, record.path, record.status, record.route) == ("GET", "/api/v1/auth/me", 200, "/api/v1/auth/me/?$")
+    assert (record.method, record.path, record.status, record.route) == (
+        "GET",
+        "/api/v1/auth/me",
+        200,
+        "/api/v1/auth/me/?$",
+    )
     assert record.duration_ms >= 0
 
 
@@ -177,7 +187,13 @@ def test_log_lines_are_json_with_the_request_id():
     finally:
         request_id_var.reset(token)
 
-    assert json.loads(line) == {"levelname": "INFO", "message": "hello", "request_id": "abc", "tenant_id": None, "user_id": None}
+    assert json.loads(line) == {
+        "levelname": "INFO",
+        "message": "hello",
+        "request_id": "abc",
+        "tenant_id": None,
+        "user_id": None,
+    }
 
 
 def test_admin_shows_conversations_with_messages_and_runs(django_assert_max_num_queries):
