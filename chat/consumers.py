@@ -8,10 +8,13 @@ frame but ``ping`` counts against the tenant's rate limit; over it, the frame is
 with an ``error`` event (code ``rate_limited``, ``details.retry_after``).
 """
 
+import logging
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from rest_framework import serializers
 
 from config.api import metrics
 from config.api.auth import user_from_token
@@ -21,6 +24,7 @@ from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.events import event_frame, group_name, publish
 from conversations.models import Conversation
+from conversations.serializers import MessageCreateSerializer
 from conversations.stream import SeqFilter, stored_frames
 
 from . import services
@@ -29,6 +33,9 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_RATE_LIMITED = 4429
+TYPING_INTERVAL_SECONDS = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 def _access(user, conversation_id: int) -> tuple[int | None, Conversation | None]:
@@ -45,10 +52,15 @@ def _access(user, conversation_id: int) -> tuple[int | None, Conversation | None
         return CLOSE_FORBIDDEN, None
 
 
+class MessageReadFrameSerializer(serializers.Serializer):
+    message_id = serializers.IntegerField(min_value=1)
+
+
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
     user = None
     conversation_id: int | None = None
     counted = False
+    last_typing = float("-inf")
 
     def _token_and_subprotocol(self) -> tuple[str | None, str | None]:
         query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -82,7 +94,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             after_seq = None
         # Subscribe first, then replay what is stored; the group's events wait in the
         # channel until connect() returns and are deduplicated by seq.
-        self.filter = SeqFilter(after_seq or 0)
+        self.filter = SeqFilter(self.conversation_id, after_seq or 0)
         await self.channel_layer.group_add(group_name(self.conversation_id), self.channel_name)
         metrics.WEBSOCKET_CONNECTIONS.inc()
         self.counted = True
@@ -99,8 +111,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self.counted = False
 
     async def conversation_event(self, event):
-        frame = event["frame"]
-        if self.filter.admit(frame):
+        for frame in await self.filter.admit_live(event["frame"]):
             await self.send_json(frame)
 
     async def send_error(self, code: str, message: str, details=None, ref=None):
@@ -120,7 +131,14 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         }.get(kind)
         if handler is None:
             return await self.send_error("unknown_type", f"Unknown frame type {kind!r}.", ref=ref)
-        if kind != "ping":  # keep-alives do no work and do not draw on the budget
+        if kind == "typing":
+            # Typing indicators are chatty and cheap: not drawn from the request budget,
+            # but at most one a second per connection is passed on.
+            now = time.monotonic()
+            if now - self.last_typing < TYPING_INTERVAL_SECONDS:
+                return None
+            self.last_typing = now
+        elif kind != "ping":  # keep-alives do no work and do not draw on the budget
             usage = await atenant_usage(user=self.user)
             if usage.limited:
                 return await self.send_error(
@@ -133,17 +151,22 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await handler(content, ref)
         except ApplicationError as exc:
             await self.send_error(exc.code, exc.message, exc.details, ref=ref)
+        except Exception:
+            # One bad frame must not drop the connection; the log has the details.
+            logger.exception("websocket frame failed", extra={"frame_type": kind})
+            await self.send_error("internal_error", "An unexpected error occurred.", ref=ref)
+
+    @staticmethod
+    def _validated(serializer) -> dict:
+        if not serializer.is_valid():
+            details = {field: [str(e) for e in errors] for field, errors in serializer.errors.items()}
+            raise ApplicationError("The frame is not valid.", code="validation_error", details=details)
+        return serializer.validated_data
 
     async def on_message_send(self, content, ref):
-        text = content.get("content")
-        if not isinstance(text, str):
-            return await self.send_error("validation_error", "content must be a string.", ref=ref)
+        data = self._validated(MessageCreateSerializer(data=content))
         turn = await database_sync_to_async(services.message_post)(
-            user=self.user,
-            conversation_id=self.conversation_id,
-            content=text,
-            attachments=content.get("attachments") if isinstance(content.get("attachments"), list) else None,
-            client_message_id=content.get("client_message_id") or None,
+            user=self.user, conversation_id=self.conversation_id, **data
         )
         await self.send_json(
             event_frame(
@@ -160,6 +183,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def on_message_read(self, content, ref):
+        content = {**content, "message_id": self._validated(MessageReadFrameSerializer(data=content))["message_id"]}
+
         def mark():
             conversation = conversation_selectors.conversation_get(
                 tenant=self.user.tenant_id, user=self.user, conversation_id=self.conversation_id

@@ -47,7 +47,12 @@ class AgentRun(TenantOwnedModel):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # Who holds a running run: the Celery task id (a redelivered task keeps it) or one
+    # request's own id. Nobody else may run, finish or fail it until its lease lapses.
+    claimed_by = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # When it last went into the queue (created or re-queued); the sweep looks at this.
+    queued_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -55,6 +60,7 @@ class AgentRun(TenantOwnedModel):
         indexes = [
             models.Index(fields=["conversation", "-created_at", "-id"], name="run_conv_recent"),
             models.Index(fields=["status", "started_at"], name="run_status_started"),
+            models.Index(fields=["status", "queued_at"], name="run_status_queued"),
         ]
 
     def __str__(self) -> str:

@@ -3,7 +3,9 @@ Celery task and the WebSocket consumer differ only in how they deliver its event
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -163,17 +165,17 @@ def _title_from(content: str) -> str:
     return first_line if len(first_line) <= 60 else first_line[:59] + "…"
 
 
-def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=None) -> AgentRun:
-    """Runs the agent for a queued run and stores its reply.
+def _lease_seconds() -> int:
+    """How long a claim on a running run holds: past the task time limit its holder is dead."""
+    return settings.CELERY_TASK_TIME_LIMIT + 60
 
-    Events go to the conversation's group (and to ``sink`` when given). A finished run is
-    returned as it is, so a redelivered Celery task does no work twice. On a provider
-    failure the run is marked failed and ``AgentUnavailable`` is raised; with
-    ``allow_retry`` a transient failure puts the run back in the queue and re-raises the
-    ``ProviderError`` for the caller to retry. When ``cancel`` (a ``threading.Event``) is
-    set the turn stops at its next event and the run is marked failed as cancelled.
-    A run found ``running`` lost its worker (a redelivered task): it runs again as a new
-    attempt, or fails once ``AGENT_MAX_ATTEMPTS`` attempts were made.
+
+def _claim(*, run_id: int, claim: str | None) -> tuple[AgentRun, str | None]:
+    """Takes the run for this execution: (run, claim) when it is ours to run, (run, None)
+    when it is settled, held by another live execution, or just failed for lack of attempts.
+
+    A queued run is free. A running one may be taken over only by a redelivery of the
+    same Celery task (its worker died) or once its lease has lapsed.
     """
     with transaction.atomic():
         run = (
@@ -182,26 +184,53 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=Non
             .get(pk=run_id)
         )
         if run.status in (AgentRun.Status.COMPLETED, AgentRun.Status.FAILED):
-            return run
-        if run.status == AgentRun.Status.RUNNING and run.attempts >= settings.AGENT_MAX_ATTEMPTS:
-            # Redelivered after the worker running it was lost (reject_on_worker_lost), with
-            # no attempt left: a turn that kills its worker must not be redelivered forever.
-            run_fail(run=run, error="the worker running this turn was lost")
-            return run
+            return run, None
+        if run.status == AgentRun.Status.RUNNING:
+            redelivered = claim is not None and run.claimed_by == claim
+            lapsed = run.started_at is None or run.started_at < timezone.now() - timedelta(seconds=_lease_seconds())
+            if not (redelivered or lapsed):
+                return run, None  # another execution is running it right now
+            if run.attempts >= settings.AGENT_MAX_ATTEMPTS:
+                # A turn that kills its worker must not be redelivered forever.
+                run_fail(run=run, error="the worker running this turn was lost")
+                return run, None
         run.status = AgentRun.Status.RUNNING
+        run.claimed_by = claim or f"request:{uuid.uuid4().hex}"
         run.started_at = timezone.now()
         run.attempts += 1
-        run.save(update_fields=["status", "started_at", "attempts"])
+        run.save(update_fields=["status", "claimed_by", "started_at", "attempts"])
+    return run, run.claimed_by
+
+
+def _still_ours(run: AgentRun) -> bool:
+    """Locks the run row (in the caller's transaction) and says whether we still hold it."""
+    current = AgentRun.objects.select_for_update(of=("self",)).only("status", "claimed_by").get(pk=run.pk)
+    return current.status == AgentRun.Status.RUNNING and current.claimed_by == run.claimed_by
+
+
+def run_execute(
+    *, run_id: int, sink=None, allow_retry: bool = False, cancel=None, claim: str | None = None
+) -> AgentRun:
+    """Runs the agent for a queued run and stores its reply.
+
+    Events go to the conversation's group (and to ``sink`` when given). ``claim`` names this
+    execution (the Celery task id); a run settled, or held by another live execution, is
+    returned as it is, so duplicate or redelivered tasks never answer twice. On a provider
+    failure the run is marked failed and ``AgentUnavailable`` is raised; with
+    ``allow_retry`` a transient failure puts the run back in the queue and re-raises the
+    ``ProviderError`` for the caller to retry. When ``cancel`` (a ``threading.Event``) is
+    set the turn stops at its next event and the run is marked failed as cancelled. Any
+    other error fails the run and propagates.
+    """
+    run, claim = _claim(run_id=run_id, claim=claim)
+    if claim is None:
+        return run
 
     # Lost workers use attempts too (a redelivery does not count as a Celery retry).
     allow_retry = allow_retry and run.attempts < settings.AGENT_MAX_ATTEMPTS
     publisher = Publisher(run.conversation_id, sink=sink)
     handle = {"run_id": run.pk, "in_reply_to": run.trigger_message_id}
     publisher.emit("run.started", {**handle, "provider": run.provider, "model": run.model, "attempt": run.attempts})
-    history = selectors.conversation_history(
-        conversation=run.conversation, upto_seq=run.trigger_message.seq, budget_chars=settings.AGENT_HISTORY_CHARS
-    )
-    provider = get_provider()
     started = time.perf_counter()
 
     def emit(kind: str, data: dict) -> None:
@@ -210,8 +239,15 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=Non
         publisher.emit(kind, {**handle, **data})
 
     try:
+        history = selectors.conversation_history(
+            conversation=run.conversation, upto_seq=run.trigger_message.seq, budget_chars=settings.AGENT_HISTORY_CHARS
+        )
         result = run_agent(
-            provider=provider, user=run.user, history=history, emit=emit, max_rounds=settings.AGENT_MAX_TOOL_ROUNDS
+            provider=get_provider(),
+            user=run.user,
+            history=history,
+            emit=emit,
+            max_rounds=settings.AGENT_MAX_TOOL_ROUNDS,
         )
     except TurnCancelled:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
@@ -220,7 +256,9 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=Non
     except ProviderError as exc:
         elapsed = time.perf_counter() - started
         if allow_retry and exc.transient:
-            AgentRun.objects.filter(pk=run.pk).update(status=AgentRun.Status.QUEUED, error=str(exc)[:2000])
+            AgentRun.objects.filter(pk=run.pk, status=AgentRun.Status.RUNNING, claimed_by=claim).update(
+                status=AgentRun.Status.QUEUED, claimed_by="", queued_at=timezone.now(), error=str(exc)[:2000]
+            )
             metrics.observe_agent_run(run.provider, "retried", elapsed)
             raise
         run_fail(run=run, error=str(exc), latency_ms=int(elapsed * 1000), publisher=publisher)
@@ -228,9 +266,17 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=Non
             "The assistant is unavailable right now; your message was kept.",
             details={"conversation_id": run.conversation_id, "message_id": run.trigger_message_id, "run_id": run.pk},
         ) from exc
+    except Exception as exc:
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        run_fail(run=run, error=f"internal error: {type(exc).__name__}", latency_ms=elapsed_ms, publisher=publisher)
+        raise
 
     elapsed = time.perf_counter() - started
     with transaction.atomic():
+        if not _still_ours(run):
+            # Our lease lapsed and another execution took the run over: it answers, not us.
+            logger.warning("run taken over before it finished", extra={"run_id": run.pk})
+            return AgentRun.objects.get(pk=run.pk)
         reply = conversation_services.message_create(
             conversation=run.conversation,
             role=Message.Role.ASSISTANT,
@@ -260,10 +306,20 @@ def run_execute(*, run_id: int, sink=None, allow_retry: bool = False, cancel=Non
     return run
 
 
-def run_fail(*, run: AgentRun, error: str, latency_ms: int | None = None, publisher: Publisher | None = None) -> None:
-    """Marks a run failed (the user's message stays) and says so to the conversation."""
+def run_fail(*, run: AgentRun, error: str, latency_ms: int | None = None, publisher: Publisher | None = None) -> bool:
+    """Marks a run failed (the user's message stays) and says so to the conversation.
+
+    Only a run still queued, or running under the same claim as ``run`` carries, is
+    failed: a run another execution finished or took over is left alone. Returns whether
+    it failed the run.
+    """
     publisher = publisher or Publisher(run.conversation_id)
     with transaction.atomic():
+        current = AgentRun.objects.select_for_update(of=("self",)).only("status", "claimed_by").get(pk=run.pk)
+        settled = current.status in (AgentRun.Status.COMPLETED, AgentRun.Status.FAILED)
+        taken_over = current.status == AgentRun.Status.RUNNING and current.claimed_by != run.claimed_by
+        if settled or taken_over:
+            return False
         run.status = AgentRun.Status.FAILED
         run.error = error[:2000]
         run.latency_ms = latency_ms
@@ -281,6 +337,7 @@ def run_fail(*, run: AgentRun, error: str, latency_ms: int | None = None, publis
         transaction.on_commit(lambda: publisher.emit("run.failed", data))
     logger.warning("agent run failed", extra={"run_id": run.pk, "error": run.error[:200]})
     metrics.observe_agent_run(run.provider, "failed", (latency_ms or 0) / 1000)
+    return True
 
 
 def run_event_data(run: AgentRun) -> dict:
@@ -326,29 +383,31 @@ def message_post(
 
 
 def runs_sweep(*, now=None) -> dict:
-    """Finds runs no worker will finish and settles them: a run ``running`` past the task
-    time limit (its worker died) is queued again while it has attempts left, else failed;
-    a run ``queued`` for longer than ``AGENT_STALE_QUEUED_SECONDS`` (its task was lost) is
-    queued again. Returns what it did."""
-    from datetime import timedelta
-
+    """Finds runs no worker will finish and settles them: a run ``running`` past its lease
+    (its worker died) is queued again while it has attempts left, else failed; a run
+    ``queued`` for longer than ``AGENT_STALE_QUEUED_SECONDS`` (its task was lost) is
+    queued again, once per such period. Returns what it did."""
     from .tasks import run_agent_task
 
     now = now or timezone.now()
-    dead_after = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
     requeued, failed = [], []
-    stuck = AgentRun.objects.filter(status=AgentRun.Status.RUNNING, started_at__lt=now - dead_after)
+    stuck = AgentRun.objects.filter(
+        status=AgentRun.Status.RUNNING, started_at__lt=now - timedelta(seconds=_lease_seconds())
+    )
     for run in stuck.select_related("conversation", "user"):
         if run.attempts >= settings.AGENT_MAX_ATTEMPTS:
-            run_fail(run=run, error="the worker running this turn was lost")
-            failed.append(run.pk)
-        else:
-            AgentRun.objects.filter(pk=run.pk, status=AgentRun.Status.RUNNING).update(status=AgentRun.Status.QUEUED)
+            if run_fail(run=run, error="the worker running this turn was lost"):
+                failed.append(run.pk)
+        elif AgentRun.objects.filter(pk=run.pk, status=AgentRun.Status.RUNNING, claimed_by=run.claimed_by).update(
+            status=AgentRun.Status.QUEUED, claimed_by="", queued_at=now
+        ):
             requeued.append(run.pk)
     stale = AgentRun.objects.filter(
-        status=AgentRun.Status.QUEUED, created_at__lt=now - timedelta(seconds=settings.AGENT_STALE_QUEUED_SECONDS)
-    ).values_list("pk", flat=True)
-    requeued += [pk for pk in stale if pk not in requeued]
+        status=AgentRun.Status.QUEUED, queued_at__lt=now - timedelta(seconds=settings.AGENT_STALE_QUEUED_SECONDS)
+    )
+    stale_ids = list(stale.values_list("pk", flat=True))
+    AgentRun.objects.filter(pk__in=stale_ids, status=AgentRun.Status.QUEUED).update(queued_at=now)
+    requeued += [pk for pk in stale_ids if pk not in requeued]
     for run_id in requeued:
         transaction.on_commit(lambda run_id=run_id: run_agent_task.delay(run_id))
     return {"requeued": requeued, "failed": failed}

@@ -24,7 +24,7 @@ def run_agent_task(self, run_id: int) -> str:
 
     attempts_left = settings.AGENT_MAX_ATTEMPTS - (self.request.retries + 1)
     try:
-        run = services.run_execute(run_id=run_id, allow_retry=attempts_left > 0)
+        run = services.run_execute(run_id=run_id, allow_retry=attempts_left > 0, claim=self.request.id)
     except AgentRun.DoesNotExist:
         logger.info("run vanished before it ran", extra={"run_id": run_id})
         return "missing"
@@ -36,7 +36,8 @@ def run_agent_task(self, run_id: int) -> str:
         return "failed"
     except SoftTimeLimitExceeded:
         run = AgentRun.objects.select_related("conversation", "user").get(pk=run_id)
-        services.run_fail(run=run, error="the turn took longer than the task time limit")
+        if run.claimed_by == self.request.id:
+            services.run_fail(run=run, error="the turn took longer than the task time limit")
         return "failed"
     return run.status
 

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -74,14 +74,12 @@ def _group_send(conversation_id: int, frame: dict) -> None:
 class Publisher:
     conversation_id: int
     sink: Callable[[dict], None] | None = None
-    sent: list[dict] = field(default_factory=list)
 
     def emit(self, event_type: str, data: dict, *, seq: int | None = None) -> None:
         """Publishes now (transient) or after the current transaction commits (durable)."""
         frame = event_frame(event_type, data, seq)
 
         def deliver():
-            self.sent.append(frame)
             if self.sink is not None:
                 self.sink(frame)
             _group_send(self.conversation_id, frame)

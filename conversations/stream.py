@@ -2,7 +2,9 @@
 
 Subscribe to the conversation's group first (the channel buffers what arrives), then send
 the stored messages with ``seq > after_seq`` from the database, then the buffered and live
-events, dropping any stored-message event at or below the last seq already sent. SSE
+events, dropping any stored-message event at or below the last seq already sent. Events
+published by different processes may arrive out of seq order: a live message whose seq
+skips ahead brings the ones in between from the database first, so nothing is lost. SSE
 (``Last-Event-ID``) and WebSocket (``?after_seq=``) both use this.
 """
 
@@ -19,8 +21,10 @@ from .services import message_event_data, message_event_type
 MESSAGE_EVENTS = {"message.created", "message.completed"}
 
 
-def stored_frames(conversation_id: int, after_seq: int) -> list[dict]:
+def stored_frames(conversation_id: int, after_seq: int, upto_seq: int | None = None) -> list[dict]:
     messages = Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq).order_by("seq")
+    if upto_seq is not None:
+        messages = messages.filter(seq__lte=upto_seq)
     return [
         event_frame(message_event_type(message), message_event_data(message), message.seq)
         for message in messages.iterator(chunk_size=200)
@@ -30,7 +34,8 @@ def stored_frames(conversation_id: int, after_seq: int) -> list[dict]:
 class SeqFilter:
     """Admits each stored message once, in seq order, across the replay and live phases."""
 
-    def __init__(self, last_seq: int = 0):
+    def __init__(self, conversation_id: int, last_seq: int = 0):
+        self.conversation_id = conversation_id
         self.last_seq = last_seq
 
     def admit(self, frame: dict) -> bool:
@@ -42,6 +47,18 @@ class SeqFilter:
         self.last_seq = seq
         return True
 
+    async def admit_live(self, frame: dict) -> list[dict]:
+        """The frames to send for one live event: none (already sent), the event, or the
+        stored messages it skipped ahead of followed by the event. A seq is only taken
+        after every lower one committed (row lock), so the ones in between are stored."""
+        seq = frame.get("seq")
+        if seq is None or frame.get("type") not in MESSAGE_EVENTS or seq <= self.last_seq:
+            return [frame] if self.admit(frame) else []
+        missing = []
+        if seq > self.last_seq + 1:
+            missing = await database_sync_to_async(stored_frames)(self.conversation_id, self.last_seq, seq - 1)
+        return [f for f in [*missing, frame] if self.admit(f)]
+
 
 class ConversationSubscription:
     """One listener's view of a conversation: ``open()``, then ``backlog()``, then ``next()``."""
@@ -49,7 +66,7 @@ class ConversationSubscription:
     def __init__(self, conversation_id: int, after_seq: int | None):
         self.conversation_id = conversation_id
         self.after_seq = after_seq
-        self.filter = SeqFilter(after_seq or 0)
+        self.filter = SeqFilter(conversation_id, after_seq or 0)
         self.layer = get_channel_layer()
         self.channel = None
 
@@ -63,21 +80,21 @@ class ConversationSubscription:
         frames = await database_sync_to_async(stored_frames)(self.conversation_id, self.after_seq)
         return [frame for frame in frames if self.filter.admit(frame)]
 
-    async def next(self, timeout: float) -> dict | None:
-        """The next live frame, or None when ``timeout`` passes with nothing to send."""
+    async def next(self, timeout: float) -> list[dict]:
+        """The next live frames to send, or [] when ``timeout`` passes with nothing."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return None
+                return []
             try:
                 message = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
             except TimeoutError:
-                return None
-            frame = message.get("frame")
-            if frame and self.filter.admit(frame):
-                return frame
+                return []
+            frames = await self.filter.admit_live(message["frame"]) if message.get("frame") else []
+            if frames:
+                return frames
 
     async def close(self) -> None:
         if self.channel:

@@ -53,8 +53,11 @@ async def conversation_events(request, pk):
             for frame in await subscription.backlog():
                 yield sse.encode(frame)
             while True:
-                frame = await subscription.next(timeout=settings.SSE_HEARTBEAT_SECONDS)
-                yield sse.comment("heartbeat") if frame is None else sse.encode(frame)
+                frames = await subscription.next(timeout=settings.SSE_HEARTBEAT_SECONDS)
+                if not frames:
+                    yield sse.comment("heartbeat")
+                for frame in frames:
+                    yield sse.encode(frame)
         finally:
             await subscription.close()
 

@@ -25,18 +25,19 @@ def parse_sse(text: str) -> list[dict]:
     return events
 
 
-async def read_sse(response, *, until, timeout: float = 5.0) -> list[dict]:
-    """Reads an (endless) SSE response until ``until(events)`` holds, then closes it."""
-    iterator = aiter(response.streaming_content)
-    buffer, events = "", []
+async def read_sse(response, *, until, timeout: float = 5.0, close: bool = True) -> list[dict]:
+    """Reads an (endless) SSE response until ``until(events)`` holds; closes it unless told
+    not to (a later call goes on reading the same stream). Each chunk is whole events."""
+    if not hasattr(response, "_sse_iterator"):
+        response._sse_iterator = aiter(response.streaming_content)
+    iterator, events = response._sse_iterator, []
     try:
         while not until(events):
             chunk = await asyncio.wait_for(anext(iterator), timeout)
-            buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
-            *complete, buffer = buffer.split("\n\n")
-            events += parse_sse("\n\n".join(complete) + "\n\n") if complete else []
+            events += parse_sse(chunk.decode() if isinstance(chunk, bytes) else chunk)
     finally:
-        await iterator.aclose()
+        if close:
+            await iterator.aclose()
     return events
 
 

@@ -1,4 +1,3 @@
-import asyncio
 import threading
 
 import pytest
@@ -18,19 +17,24 @@ from tests.conversations.factories import ConversationFactory, add_messages
 
 
 @pytest.mark.django_db
-def test_post_message_answers_202_and_the_worker_stores_the_reply(auth_api, user, django_capture_on_commit_callbacks):
+def test_post_message_answers_202_and_the_worker_stores_the_reply(
+    auth_api, user, django_capture_on_commit_callbacks
+):
     conversation = ConversationFactory(owner=user)
 
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = auth_api.post(
             f"/api/v1/conversations/{conversation.id}/messages", {"content": "add a task to buy milk"}, format="json"
         )
+    queued_before_commit = AgentRun.objects.get().status
+    for callback in callbacks:  # the commit: events go out and the task is enqueued
+        callback()
 
     assert response.status_code == 202, response.content
     body = response.json()
     assert body["message"]["seq"] == 1 and body["message"]["role"] == "user"
     assert body["run"]["status"] == "queued"
-    assert len(callbacks) >= 1  # the task was enqueued on commit, not before
+    assert queued_before_commit == "queued"
     run = AgentRun.objects.get(pk=body["run"]["id"])
     assert run.status == "completed" and run.reply_message.seq == 2
     assert Task.objects.get().title == "buy milk"
@@ -265,13 +269,11 @@ async def test_conversation_events_resume_from_last_event_id_then_go_live():
         f"/api/v1/conversations/{conversation.id}/events", headers={**(await _auth(user)), "Last-Event-ID": "3"}
     )
 
-    async def post_live():
-        await asyncio.sleep(0.2)
-        await database_sync_to_async(add_messages)(conversation, 1)
+    replayed = await read_sse(response, until=lambda ev: len(ev) == 2, close=False)
+    await database_sync_to_async(add_messages)(conversation, 1)  # after the replay: only live
+    live = await read_sse(response, until=lambda ev: len(ev) == 1)
+    events = replayed + live
 
-    poster = asyncio.ensure_future(post_live())
-    events = await read_sse(response, until=lambda ev: any(e["id"] == "6" for e in ev))
-    await poster
     assert [int(e["id"]) for e in events] == [4, 5, 6]
     assert [e["event"] for e in events] == ["message.created"] * 3
 
@@ -402,3 +404,48 @@ async def test_websocket_read_typing_and_bad_frames():
     assert empty["data"]["code"] == "validation_error"
     assert await database_sync_to_async(Message.objects.filter(conversation=conversation).count)() == 1
     await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_websocket_malformed_frames_get_errors_and_keep_the_connection():
+    user = await database_sync_to_async(UserFactory)()
+    conversation = await database_sync_to_async(ConversationFactory)(owner=user)
+    comm = await communicator(user, conversation.id)
+    await comm.connect()
+
+    await comm.send_json_to({"type": "message.read", "message_id": "abc"})
+    bad_id = await comm.receive_json_from(timeout=5)
+    await comm.send_json_to({"type": "message.send", "content": "hi", "client_message_id": "x" * 101})
+    long_id = await comm.receive_json_from(timeout=5)
+    await comm.send_json_to(["not", "an", "object"])
+    not_object = await comm.receive_json_from(timeout=5)
+    await comm.send_json_to({"type": "ping"})
+    pong = await comm.receive_json_from(timeout=5)
+
+    assert bad_id["data"]["code"] == "validation_error" and "message_id" in bad_id["data"]["details"]
+    assert long_id["data"]["code"] == "validation_error" and "client_message_id" in long_id["data"]["details"]
+    assert not_object["data"]["code"] == "invalid_frame"
+    assert pong["type"] == "pong"
+    assert await database_sync_to_async(Message.objects.count)() == 0
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_live_message_that_skips_ahead_brings_the_ones_in_between():
+    from conversations.events import event_frame
+    from conversations.services import message_event_data
+    from conversations.stream import SeqFilter
+
+    user = await database_sync_to_async(UserFactory)()
+    conversation = await database_sync_to_async(ConversationFactory)(owner=user)
+    messages = await database_sync_to_async(add_messages)(conversation, 3)
+    seq_filter = SeqFilter(conversation.id, last_seq=1)
+    live = [event_frame("message.created", message_event_data(m), m.seq) for m in messages]
+
+    # seq 3's event arrives before seq 2's (published by two processes)
+    first = await seq_filter.admit_live(live[2])
+    late = await seq_filter.admit_live(live[1])
+    again = await seq_filter.admit_live(live[2])
+
+    assert [f["seq"] for f in first] == [2, 3]
+    assert late == [] and again == []

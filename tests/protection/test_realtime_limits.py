@@ -24,17 +24,18 @@ async def test_websocket_frames_over_the_budget_get_a_rate_limited_error_event(s
     comm = await communicator(user, conversation.id)
     connected, _ = await comm.connect()  # 1 of 3
 
-    await comm.send_json_to({"type": "typing", "ref": "t1"})  # 2
-    await comm.send_json_to({"type": "typing", "ref": "t2"})  # 3
+    read = {"type": "message.read", "message_id": 999999}
+    await comm.send_json_to({**read, "ref": "t1"})  # 2 (answered: not found)
+    await comm.send_json_to({**read, "ref": "t2"})  # 3
     await comm.send_json_to({"type": "ping", "ref": "p1"})  # free
-    await comm.send_json_to({"type": "typing", "ref": "t3"})  # refused
-    frames = [await comm.receive_json_from(timeout=5) for _ in range(4)]
+    await comm.send_json_to({"type": "typing", "ref": "ty"})  # free (throttled on its own)
+    await comm.send_json_to({**read, "ref": "t3"})  # refused
+    frames = [await comm.receive_json_from(timeout=5) for _ in range(5)]
     await comm.disconnect()
 
     assert connected
-    errors = [f for f in frames if f["type"] == "error"]
+    errors = [f for f in frames if f["type"] == "error" and f["data"]["code"] == "rate_limited"]
     assert [f["data"]["ref"] for f in errors] == ["t3"]
-    assert errors[0]["data"]["code"] == "rate_limited"
     assert 1 <= errors[0]["data"]["details"]["retry_after"] <= 60
     assert {"type": "pong", "seq": None, "data": {"ref": "p1"}} in frames
     usage = await database_sync_to_async(tenant_usage)(user=user, increment=False)
@@ -78,3 +79,21 @@ async def test_sse_views_count_and_refuse_with_the_envelope(settings):
         assert response.json()["error"]["code"] == "rate_limited"
         assert 1 <= int(response["Retry-After"]) <= 60
         assert response["X-RateLimit-Remaining"] == "0"
+
+
+async def test_typing_frames_are_passed_on_at_most_once_a_second_and_not_counted(settings):
+    settings.RATE_LIMIT_FREE = 2
+    user, conversation = await _owner_and_conversation()
+    comm = await communicator(user, conversation.id)
+    await comm.connect()  # 1 of 2
+
+    for _ in range(5):
+        await comm.send_json_to({"type": "typing", "is_typing": True})
+    first = await comm.receive_json_from(timeout=5)
+    nothing_more = await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+    assert first["type"] == "typing"
+    assert nothing_more
+    usage = await database_sync_to_async(tenant_usage)(user=user, increment=False)
+    assert usage.remaining == 1

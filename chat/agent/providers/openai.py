@@ -27,8 +27,9 @@ class OpenAIProvider:
         if tools:
             kwargs["tools"] = tools
         try:
-            stream = self.client.chat.completions.create(**kwargs)
-            return self._collect(stream, on_delta)
+            # Closed on the way out too when the listener goes away mid-answer.
+            with self.client.chat.completions.create(**kwargs) as stream:
+                return self._collect(stream, on_delta)
         except openai.APIStatusError as exc:
             transient = exc.status_code >= 500 or exc.status_code in (408, 409, 429)
             raise ProviderError(f"model server answered {exc.status_code}", transient=transient) from exc
