@@ -90,10 +90,13 @@ def tenant_register(*, email: str, password: str, display_name: str, tenant_name
     return user, tenant
 
 
-def _login_failed(*, email: str) -> None:
+def _login_failed(*, email: str, reason: str | None = None) -> None:
     """Records a failed login on the account's tenant chain, or on the platform chain when
-    no account has this email. The reason stays in the trail, never in the response."""
+    no account has this email. The reason (``reason``, else worked out from the account)
+    stays in the trail, never in the response."""
     known = User.objects.filter(email=email).only("id", "tenant_id", "is_active").first()
+    if reason is None:
+        reason = ("inactive" if not known.is_active else "bad_password") if known else "unknown_email"
     audit_record(
         tenant=known.tenant_id if known else None,
         action="auth.login_failed",
@@ -101,7 +104,7 @@ def _login_failed(*, email: str) -> None:
         resource_id=known.pk if known else "",
         details={
             "email": email[:254],
-            "reason": ("inactive" if not known.is_active else "bad_password") if known else "unknown_email",
+            "reason": reason,
         },
     )
 
@@ -114,6 +117,10 @@ def auth_login(*, email: str, password: str, request=None) -> tuple[User, TokenP
     if user is None:
         _login_failed(email=email)
         raise AuthenticationError("No active account matches these credentials.")
+    if not user.tenant.is_active:
+        # Right password, deactivated tenant: the same answer as any other failure.
+        _login_failed(email=email, reason="tenant_inactive")
+        raise AuthenticationError("No active account matches these credentials.")
     with transaction.atomic():
         update_last_login(None, user)
         audit_record(tenant=user.tenant_id, actor=user, action="auth.login", resource_type="user", resource_id=user.pk)
@@ -125,7 +132,7 @@ def auth_refresh(*, refresh: str) -> TokenPair:
     try:
         with transaction.atomic():
             old = RefreshToken(refresh)
-            user = User.objects.get(pk=old["user_id"], is_active=True)
+            user = User.objects.get(pk=old["user_id"], is_active=True, tenant__is_active=True)
             old.blacklist()
             audit_record(
                 tenant=user.tenant_id,

@@ -14,8 +14,21 @@ def _remember(user) -> None:
     tenant_id_var.set(user.tenant_id)
 
 
+def _tenant_active(user) -> bool:
+    """Whether ``user``'s tenant may use the API. Loads ``user.tenant`` (one query unless
+    already loaded); the per-tenant rate limit reads it next anyway."""
+    return bool(user.tenant_id) and user.tenant.is_active
+
+
 class JWTAuthentication(authentication.JWTAuthentication):
-    """simplejwt's, plus the caller in the request context."""
+    """simplejwt's, refusing users of a deactivated tenant, plus the caller in the request
+    context."""
+
+    def get_user(self, validated_token):
+        user = super().get_user(validated_token)
+        if not _tenant_active(user):
+            raise AuthenticationFailed("Tenant is inactive", code="tenant_inactive")
+        return user
 
     def authenticate(self, request):
         result = super().authenticate(request)
@@ -25,20 +38,20 @@ class JWTAuthentication(authentication.JWTAuthentication):
 
 
 def user_from_token(raw_token: str | None):
-    """The active user an access token names, or None. Sync: call it through
-    ``database_sync_to_async`` from async code."""
+    """The active user of an active tenant an access token names, or None. Sync: call it
+    through ``database_sync_to_async`` from async code."""
     if not raw_token:
         return None
-    auth = authentication.JWTAuthentication()
+    auth = JWTAuthentication()
     try:
         validated = auth.get_validated_token(raw_token.encode() if isinstance(raw_token, str) else raw_token)
+        # Refuses inactive users and users of a deactivated tenant; loads the tenant here,
+        # in sync code, so async callers never lazy-load it.
         user = auth.get_user(validated)
     except (InvalidToken, TokenError, AuthenticationFailed):
         return None
-    if not user.is_active or not user.tenant_id:
+    if not user.is_active:
         return None
-    # Touch the tenant here, in sync code, so async callers never lazy-load it.
-    user.tenant  # noqa: B018
     _remember(user)
     return user
 
