@@ -37,13 +37,33 @@ def _validate_password(password: str, *, user: User | None = None) -> None:
         ) from exc
 
 
-def _unique_slug(name: str) -> str:
-    base = slugify(name)[:60] or "tenant"
+# Concurrent registrations of one name race for the same free slug; each loss retries.
+_TENANT_SLUG_ATTEMPTS = 10
+
+
+def _unique_slug(base: str) -> str:
+    """The first of ``base``, ``base-2``, ``base-3``... no committed tenant has."""
     slug, n = base, 1
     while Tenant.objects.filter(slug=slug).exists():
         n += 1
         slug = f"{base}-{n}"
     return slug
+
+
+def _tenant_create(*, name: str) -> Tenant:
+    """A tenant with a unique slug derived from ``name``. The check-then-insert races with
+    concurrent registrations of the same name: a losing insert rolls back to its savepoint
+    and tries the next free slug (the winner is committed by then, so it is seen), a bounded
+    number of times. Precondition: inside a transaction."""
+    base = slugify(name)[:60] or "tenant"
+    for _attempt in range(_TENANT_SLUG_ATTEMPTS):
+        slug = _unique_slug(base)
+        try:
+            with transaction.atomic():
+                return Tenant.objects.create(name=name, slug=slug)
+        except IntegrityError:
+            continue
+    raise Conflict("Too many organisations are being registered with this name; try again.", code="tenant_busy")
 
 
 def tokens_for(user: User) -> TokenPair:
@@ -69,7 +89,7 @@ def _user_create(*, tenant: Tenant, email: str, password: str, display_name: str
 @transaction.atomic
 def tenant_register(*, email: str, password: str, display_name: str, tenant_name: str) -> tuple[User, Tenant]:
     """Creates a tenant on the free tier and its owner."""
-    tenant = Tenant.objects.create(name=tenant_name.strip(), slug=_unique_slug(tenant_name))
+    tenant = _tenant_create(name=tenant_name.strip())
     user = _user_create(tenant=tenant, email=email, password=password, display_name=display_name, role=User.Role.OWNER)
     audit_record(
         tenant=tenant,

@@ -1,0 +1,51 @@
+"""Races on PostgreSQL: concurrent registrations of one tenant name, concurrent refreshes
+of one refresh token. Real threads, real connections, committed rows."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from accounts.models import Tenant, User
+
+pytestmark = [pytest.mark.realstack, pytest.mark.django_db(transaction=True)]
+
+
+def run_together(n: int, call) -> list:
+    """Runs ``call(i)`` in ``n`` threads released at once; each thread closes its own
+    database connection."""
+    barrier = threading.Barrier(n)
+
+    def worker(i):
+        try:
+            barrier.wait(timeout=10)
+            return call(i)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(worker, range(n)))
+
+
+def test_concurrent_registrations_of_one_tenant_name_all_succeed(real_stack):
+    def register(i):
+        response = APIClient().post(
+            "/api/v1/auth/register",
+            {
+                "email": f"founder{i}@example.com",
+                "password": "analytical-engine-1843",
+                "display_name": f"Founder {i}",
+                "tenant_name": "Acme",
+            },
+            format="json",
+        )
+        return response.status_code, response.content
+
+    results = run_together(6, register)
+
+    assert [status for status, _ in results] == [201] * 6, results
+    slugs = sorted(Tenant.objects.filter(name="Acme").values_list("slug", flat=True))
+    assert slugs == sorted(["acme", "acme-2", "acme-3", "acme-4", "acme-5", "acme-6"])
+    assert User.objects.count() == 6
