@@ -183,18 +183,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def on_message_read(self, content, ref):
-        content = {**content, "message_id": self._validated(MessageReadFrameSerializer(data=content))["message_id"]}
-
-        def mark():
-            conversation = conversation_selectors.conversation_get(
-                tenant=self.user.tenant_id, user=self.user, conversation_id=self.conversation_id
-            )
-            message = conversation_selectors.message_get(
-                conversation=conversation, message_id=content.get("message_id")
-            )
-            conversation_services.message_mark_read(message=message, user=self.user)
-
-        await database_sync_to_async(mark)()
+        message_id = self._validated(MessageReadFrameSerializer(data=content))["message_id"]
+        await database_sync_to_async(conversation_services.message_read)(
+            user=self.user, conversation_id=self.conversation_id, message_id=message_id
+        )
 
     async def on_typing(self, content, ref):
         data = {"user_id": self.user.pk, "is_typing": bool(content.get("is_typing", True))}

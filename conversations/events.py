@@ -75,8 +75,9 @@ class Publisher:
     conversation_id: int
     sink: Callable[[dict], None] | None = None
 
-    def emit(self, event_type: str, data: dict, *, seq: int | None = None) -> None:
-        """Publishes now (transient) or after the current transaction commits (durable)."""
+    def emit(self, event_type: str, data: dict, *, seq: int | None = None, after_commit: bool | None = None) -> None:
+        """Publishes now (transient) or after the current transaction commits (a stored
+        message, ``seq`` given; or any event about a row, ``after_commit=True``)."""
         frame = event_frame(event_type, data, seq)
 
         def deliver():
@@ -84,11 +85,13 @@ class Publisher:
                 self.sink(frame)
             _group_send(self.conversation_id, frame)
 
-        if seq is not None:
+        if after_commit or (after_commit is None and seq is not None):
             transaction.on_commit(deliver)
         else:
             deliver()
 
 
-def publish(conversation_id: int, event_type: str, data: dict, *, seq: int | None = None) -> None:
-    Publisher(conversation_id).emit(event_type, data, seq=seq)
+def publish(
+    conversation_id: int, event_type: str, data: dict, *, seq: int | None = None, after_commit: bool | None = None
+) -> None:
+    Publisher(conversation_id).emit(event_type, data, seq=seq, after_commit=after_commit)

@@ -194,7 +194,9 @@ def message_mark_read(*, message: Message, user) -> Message:
         message.status = Message.Status.READ
         message.read_at = timezone.now()
         message.save(update_fields=["status", "read_at"])
-        publish(message.conversation_id, "message.status", message_event_data(message), seq=message.seq)
+        # No frame seq: the SSE id (what a client resumes from) only ever moves forward;
+        # data.seq names the message.
+        publish(message.conversation_id, "message.status", message_event_data(message), after_commit=True)
         audit_record(
             tenant=user.tenant,
             actor=user,

@@ -17,9 +17,7 @@ from tests.conversations.factories import ConversationFactory, add_messages
 
 
 @pytest.mark.django_db
-def test_post_message_answers_202_and_the_worker_stores_the_reply(
-    auth_api, user, django_capture_on_commit_callbacks
-):
+def test_post_message_answers_202_and_the_worker_stores_the_reply(auth_api, user, django_capture_on_commit_callbacks):
     conversation = ConversationFactory(owner=user)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -399,6 +397,7 @@ async def test_websocket_read_typing_and_bad_frames():
 
     assert typing == {"type": "typing", "seq": None, "data": {"user_id": user.id, "is_typing": True}}
     assert status["type"] == "message.status" and status["data"]["status"] == "read"
+    assert status["seq"] is None and status["data"]["seq"] == message.seq  # the SSE id never moves back
     assert missing["type"] == "error" and missing["data"]["code"] == "not_found"
     assert unknown["data"]["code"] == "unknown_type"
     assert empty["data"]["code"] == "validation_error"
