@@ -9,6 +9,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from audits.services import audit_record
@@ -147,13 +149,28 @@ def auth_login(*, email: str, password: str, request=None) -> tuple[User, TokenP
     return user, tokens_for(user)
 
 
+def _refresh_token_spend(token: RefreshToken) -> None:
+    """Blacklists ``token`` unless it already is (then ``TokenError``). Locks its
+    outstanding row first, so of concurrent refreshes of one token exactly one spends it:
+    the others wait for the lock, then see the blacklist entry. simplejwt's own
+    ``blacklist()`` checks and then ``get_or_create``s, which lets both through.
+    Precondition: inside a transaction (the lock is held until it ends)."""
+    token.outstand()
+    outstanding = OutstandingToken.objects.select_for_update().get(jti=token[jwt_settings.JTI_CLAIM])
+    if BlacklistedToken.objects.filter(token=outstanding).exists():
+        raise TokenError("Token is blacklisted")
+    # A concurrent logout (which takes no lock) may insert first: IntegrityError for the caller.
+    BlacklistedToken.objects.create(token=outstanding)
+
+
 def auth_refresh(*, refresh: str) -> TokenPair:
-    """Rotates the refresh token: the old one is blacklisted and refused from now on."""
+    """Rotates the refresh token: the old one is blacklisted and refused from now on. Of
+    concurrent refreshes of one token, exactly one succeeds."""
     try:
         with transaction.atomic():
             old = RefreshToken(refresh)
             user = User.objects.get(pk=old["user_id"], is_active=True, tenant__is_active=True)
-            old.blacklist()
+            _refresh_token_spend(old)
             audit_record(
                 tenant=user.tenant_id,
                 actor=user,
@@ -162,7 +179,7 @@ def auth_refresh(*, refresh: str) -> TokenPair:
                 resource_id=user.pk,
                 details={"jti": old.get("jti", "")},
             )
-    except (TokenError, User.DoesNotExist, KeyError) as exc:
+    except (TokenError, User.DoesNotExist, KeyError, IntegrityError) as exc:
         raise AuthenticationError("The refresh token is invalid, expired or revoked.", code="token_not_valid") from exc
     return tokens_for(user)
 

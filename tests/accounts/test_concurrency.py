@@ -49,3 +49,25 @@ def test_concurrent_registrations_of_one_tenant_name_all_succeed(real_stack):
     slugs = sorted(Tenant.objects.filter(name="Acme").values_list("slug", flat=True))
     assert slugs == sorted(["acme", "acme-2", "acme-3", "acme-4", "acme-5", "acme-6"])
     assert User.objects.count() == 6
+
+
+def test_concurrent_refreshes_of_one_token_rotate_once(real_stack, user):
+    from accounts.services import tokens_for
+
+    refresh = tokens_for(user).refresh
+
+    def rotate(_i):
+        response = APIClient().post("/api/v1/auth/token/refresh", {"refresh": refresh}, format="json")
+        return response.status_code, response.json()
+
+    results = run_together(6, rotate)
+
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] + [401] * 5, results
+    assert {body["error"]["code"] for status, body in results if status == 401} == {"token_not_valid"}
+    (winner,) = [body for status, body in results if status == 200]
+    assert winner["access"] and winner["refresh"] != refresh
+    # The one new refresh token works; the spent one stays refused.
+    again = APIClient().post("/api/v1/auth/token/refresh", {"refresh": winner["refresh"]}, format="json")
+    replay = APIClient().post("/api/v1/auth/token/refresh", {"refresh": refresh}, format="json")
+    assert (again.status_code, replay.status_code) == (200, 401)
