@@ -90,7 +90,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": env.int("DB_POOL_TIMEOUT", default=10),
     }
 else:
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # SQLite: a writer waits up to 20 s for the lock. Transactions take the write lock at
+    # BEGIN (IMMEDIATE): select_for_update is a no-op here, and two deferred transactions
+    # that both read and then write fail at once with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 if not SECRET_KEY:

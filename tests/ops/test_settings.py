@@ -76,3 +76,54 @@ def test_embedded_default_keeps_the_development_key():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("dev-only-insecure")
+
+
+READ_THEN_WRITE = """
+import threading, time
+import django
+django.setup()
+from django.db import connection, transaction
+
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE counter (n integer)")
+errors = []
+
+def read_then_write():
+    # What message_create does on SQLite, where select_for_update locks nothing.
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM counter")
+            time.sleep(0.2)
+            cursor.execute("INSERT INTO counter VALUES (1)")
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        connection.close()
+
+threads = [threading.Thread(target=read_then_write) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM counter")
+    print(errors, cursor.fetchone()[0])
+"""
+
+
+def test_sqlite_transactions_take_the_write_lock_at_begin(tmp_path):
+    result = run_python(
+        "import django; django.setup(); from django.db import connection; print(connection.settings_dict['OPTIONS'])",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "'transaction_mode': 'IMMEDIATE'" in result.stdout
+    assert "'timeout': 20" in result.stdout
+
+
+def test_sqlite_concurrent_read_then_write_transactions_wait_instead_of_failing(tmp_path):
+    result = run_python(READ_THEN_WRITE, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[] 4"
