@@ -26,6 +26,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - max(1, min(30, CELERY_TAS
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Workers log through LOGGING (JSON lines with the request id), not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Port on which each Celery worker serves Prometheus metrics (task outcomes, agent runs) summed
 # over its pool processes; 0 = off. Daphne's /metrics does not see what workers count.
 CELERY_METRICS_PORT = env.int("CELERY_METRICS_PORT", default=0)

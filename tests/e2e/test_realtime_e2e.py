@@ -34,8 +34,11 @@ def _new_conversation(http: httpx.Client) -> int:
     return response.json()["id"]
 
 
-def _post_message(http: httpx.Client, conversation_id: int, content: str) -> dict:
-    response = http.post(f"/api/v1/conversations/{conversation_id}/messages", json={"content": content})
+def _post_message(http: httpx.Client, conversation_id: int, content: str, request_id: str | None = None) -> dict:
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    response = http.post(
+        f"/api/v1/conversations/{conversation_id}/messages", json={"content": content}, headers=headers
+    )
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["run"]["status"] == "queued"
@@ -104,7 +107,7 @@ def test_message_posted_over_http_is_answered_by_the_worker_over_websocket(serve
         ws.send(json.dumps({"type": "ping", "ref": "p1"}))
         assert _ws_frames_until(ws, _is("pong"))[-1]["data"]["ref"] == "p1"
 
-        accepted = _post_message(http, conversation_id, "say hello")
+        accepted = _post_message(http, conversation_id, "say hello", request_id="e2e-request-1")
         frames = _ws_frames_until(ws, lambda f: f["type"] in ("run.completed", "run.failed"))
 
     run_id = accepted["run"]["id"]
@@ -131,6 +134,16 @@ def test_message_posted_over_http_is_answered_by_the_worker_over_websocket(serve
     )
     assert server.fake.requests[0]["auth"] == "Bearer sk-test"
     assert server.fake.requests[0]["body"]["messages"][-1] == {"role": "user", "content": "say hello"}
+    # One request id end to end: the request, the worker's log lines and its audit records.
+    task_lines = [line for line in worker.log().splitlines() if "run_agent_task" in line and "succeeded" in line]
+    assert task_lines and all('"request_id": "e2e-request-1"' in line for line in task_lines), task_lines
+    from audits.models import AuditRecord
+
+    completed_audit = AuditRecord.objects.get(action="run.completed", resource_id=str(run_id))
+    assert completed_audit.request_id == "e2e-request-1"
+    assert AuditRecord.objects.get(action="message.sent", resource_id=str(accepted["message"]["id"])).request_id == (
+        "e2e-request-1"
+    )
 
 
 # ---------------------------------------------------------------- SSE
