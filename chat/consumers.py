@@ -18,7 +18,7 @@ from rest_framework import serializers
 
 from config.api import metrics
 from config.api.auth import user_from_token
-from config.api.errors import ApplicationError
+from config.api.errors import ApplicationError, validation_message
 from config.api.ratelimit import atenant_usage
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
@@ -159,8 +159,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     @staticmethod
     def _validated(serializer) -> dict:
         if not serializer.is_valid():
-            details = {field: [str(e) for e in errors] for field, errors in serializer.errors.items()}
-            raise ApplicationError("The frame is not valid.", code="validation_error", details=details)
+            message, details = validation_message(serializer.errors)
+            raise ApplicationError(message, code="validation_error", details=details)
         return serializer.validated_data
 
     async def on_message_send(self, content, ref):

@@ -7,9 +7,10 @@ import threading
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
 from config.api import sse
-from config.api.errors import ApplicationError, error_response
+from config.api.errors import ApplicationError, error_response, validation_error_response
 from config.api.ratelimit import alimit_request
 from conversations.events import event_frame
 from conversations.services import message_event_data
@@ -19,14 +20,11 @@ from .serializers import ChatRequestSerializer
 
 
 @csrf_exempt
+@require_POST
 async def chat_stream(request):
     """Streams ``message.created`` (the user's message), ``run.started``, ``message.delta``,
     ``tool.call``, ``tool.result``, ``message.completed`` (the stored reply) and
     ``run.completed`` — or ``run.failed``. A client that disconnects stops the turn."""
-    if request.method != "POST":
-        response = error_response(405, "method_not_allowed", f"Method {request.method} not allowed.")
-        response["Allow"] = "POST"
-        return response
     user = await sse.authenticate(request)
     if user is None:
         return sse.unauthenticated()
@@ -38,8 +36,7 @@ async def chat_stream(request):
         return error_response(400, "parse_error", "The body is not valid JSON.")
     data = ChatRequestSerializer(data=body if isinstance(body, dict) else {})
     if not data.is_valid():
-        details = {field: [str(e) for e in errors] for field, errors in data.errors.items()}
-        return error_response(400, "validation_error", "The request is not valid.", details)
+        return validation_error_response(data.errors)
     try:
         turn = await database_sync_to_async(services.turn_begin)(
             user=user, content=data.validated_data["message"], conversation_id=data.validated_data["conversation_id"]

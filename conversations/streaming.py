@@ -2,6 +2,7 @@
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.views.decorators.http import require_GET
 
 from config.api import sse
 from config.api.errors import ApplicationError, error_response
@@ -23,11 +24,8 @@ def resume_point(request) -> int | None:
     return value
 
 
+@require_GET
 async def conversation_events(request, pk):
-    if request.method != "GET":
-        response = error_response(405, "method_not_allowed", f"Method {request.method} not allowed.")
-        response["Allow"] = "GET"
-        return response
     user = await sse.authenticate(request)
     if user is None:
         return sse.unauthenticated()

@@ -49,11 +49,6 @@ class Conflict(ApplicationError):
     code = "conflict"
 
 
-class Unprocessable(ApplicationError):
-    status = 422
-    code = "unprocessable"
-
-
 class ServiceUnavailable(ApplicationError):
     status = 503
     code = "service_unavailable"
@@ -106,10 +101,6 @@ _DRF_CODES = {
     drf_exceptions.Throttled: "rate_limited",
 }
 
-_DRF_MESSAGES = {
-    "validation_error": "The request is not valid.",
-}
-
 
 def _flatten_detail(detail):
     """DRF ErrorDetail trees -> plain JSON (strings, lists, dicts)."""
@@ -118,6 +109,26 @@ def _flatten_detail(detail):
     if isinstance(detail, list):
         return [_flatten_detail(value) for value in detail]
     return str(detail)
+
+
+def validation_message(detail) -> tuple[str, dict]:
+    """(headline, details) of a serializer's errors, as every 400 validation_error says them."""
+    details = _flatten_detail(detail)
+    if isinstance(details, list):
+        details = {"non_field_errors": details}
+    message = "The request is not valid."
+    # One field's single message makes a clearer headline than a generic one.
+    if isinstance(details, dict) and len(details) == 1:
+        ((field, errors),) = details.items()
+        if isinstance(errors, list) and errors and isinstance(errors[0], str):
+            message = errors[0] if field == "non_field_errors" else f"{field}: {errors[0]}"
+    return message, details
+
+
+def validation_error_response(detail) -> JsonResponse:
+    """The 400 envelope for a serializer's errors, outside DRF views (SSE, WebSocket)."""
+    message, details = validation_message(detail)
+    return error_response(400, "validation_error", message, details)
 
 
 def exception_handler(exc, context):
@@ -146,15 +157,7 @@ def exception_handler(exc, context):
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
     headers = {}
     if isinstance(exc, drf_exceptions.ValidationError):
-        details = _flatten_detail(exc.detail)
-        if isinstance(details, list):
-            details = {"non_field_errors": details}
-        message = _DRF_MESSAGES["validation_error"]
-        # One field's single message makes a clearer headline than a generic one.
-        if isinstance(details, dict) and len(details) == 1:
-            ((field, errors),) = details.items()
-            if isinstance(errors, list) and errors and isinstance(errors[0], str):
-                message = errors[0] if field == "non_field_errors" else f"{field}: {errors[0]}"
+        message, details = validation_message(exc.detail)
     else:
         detail = exc.detail
         if isinstance(detail, dict):

@@ -13,7 +13,6 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.errors.exception_handler",
     # Export endpoints own ?format=; DRF must not read it for content negotiation.
     "URL_FORMAT_OVERRIDE": None,
-    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -38,7 +37,14 @@ SPECTACULAR_SETTINGS = {
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_ALLOW_ALL_ORIGINS = env.bool("CORS_ALLOW_ALL_ORIGINS", default=env.bool("DJANGO_DEBUG", default=False))
 CORS_URLS_REGEX = r"^/(api|health|metrics)/?.*$"
-CORS_EXPOSE_HEADERS = ["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining", "Retry-After"]
+CORS_EXPOSE_HEADERS = [
+    "X-Request-ID",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "Location",
+]
 
 # Browsers may send these request headers cross-origin (beyond corsheaders' defaults).
 CORS_ALLOW_HEADERS = (
@@ -52,7 +58,6 @@ CORS_ALLOW_HEADERS = (
     "x-request-id",
     "last-event-id",
 )
-CORS_EXPOSE_HEADERS += ["Idempotent-Replayed", "Location"]
 
 # --- Rate limits (django-ratelimit on the shared cache: Redis on the real stack, so every
 # web process counts against one budget). Fixed one-minute windows per tenant.
