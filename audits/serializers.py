@@ -2,6 +2,8 @@ import json
 
 from rest_framework import serializers
 
+from config.api.fields import MAX_ID
+
 from .models import AuditRecord
 
 MAX_DETAILS_BYTES = 16 * 1024
@@ -64,7 +66,7 @@ class AuditRecordFilterSerializer(serializers.Serializer):
     action = serializers.CharField(
         max_length=100, required=False, help_text="Exact action, or a namespace with '.*' (e.g. auth.*)."
     )
-    actor = serializers.IntegerField(min_value=1, required=False, help_text="Actor user id.")
+    actor = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text="Actor user id.")
     resource_type = serializers.CharField(max_length=50, required=False)
     resource_id = serializers.CharField(max_length=64, required=False)
     source = serializers.ChoiceField(choices=AuditRecord.Source.choices, required=False)

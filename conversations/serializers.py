@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from config.api.fields import MAX_ID
+
 from .models import MAX_MESSAGE_CHARS, Conversation, Message
 
 
@@ -31,7 +33,9 @@ class ConversationCreateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     channel = serializers.ChoiceField(choices=Conversation.Channel.choices, default=Conversation.Channel.API)
     metadata = serializers.JSONField(required=False, default=dict)
-    participant_ids = serializers.ListField(child=serializers.IntegerField(), required=False, default=list)
+    participant_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False, default=list
+    )
 
     def validate_metadata(self, value):
         if not isinstance(value, dict):

@@ -31,6 +31,11 @@ SPECTACULAR_SETTINGS = {
         "AgentRunStatusEnum": "chat.models.AgentRun.Status",
         "UserRoleEnum": "accounts.models.User.Role",
     },
+    # The error envelope and each operation's error statuses (config/api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "config.api.schema.document_errors",
+    ],
 }
 
 # CORS: permissive in development (DEBUG), explicit origins in production.

@@ -43,6 +43,16 @@ def test_create_with_foreign_participant_is_400_and_creates_nothing(auth_api):
     assert Conversation.objects.count() == 0
 
 
+@pytest.mark.parametrize("participant_id", [2**63, -(2**63) - 1])
+def test_create_with_participant_id_beyond_bigint_is_400_not_500(auth_api, participant_id):
+    # Found by the schema fuzz: these reached the database and overflowed (SQLite: OverflowError, 500).
+    response = auth_api.post("/api/v1/conversations", {"participant_ids": [participant_id]}, format="json")
+
+    error = assert_error(response, 400, "validation_error")
+    assert list(error["details"]) == ["participant_ids"]
+    assert Conversation.objects.count() == 0
+
+
 def test_create_with_bad_channel_is_400(auth_api):
     assert_error(auth_api.post("/api/v1/conversations", {"channel": "fax"}, format="json"), 400, "validation_error")
 

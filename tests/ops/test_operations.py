@@ -213,3 +213,18 @@ def test_admin_shows_conversations_with_messages_and_runs(django_assert_max_num_
     assert conversations.status_code == 200 and b"add a task to item 4" in conversations.content
     assert detail.status_code == 200 and "Added “item 0” to your tasks.".encode() in detail.content
     assert runs.status_code == 200 and b"local-task-assistant" in runs.content
+
+
+def test_schema_documents_the_error_envelope_and_error_statuses(api):
+    schema = api.get("/api/schema/?format=json", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    envelope = schema["components"]["schemas"]["ErrorEnvelope"]
+    assert envelope["properties"]["error"]["required"] == ["code", "message", "details", "request_id"]
+
+    retrieve = schema["paths"]["/api/v1/conversations/{id}/"]["get"]["responses"]
+    assert {"200", "401", "403", "404", "429"} <= set(retrieve)
+    assert retrieve["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}
+    create = schema["paths"]["/api/v1/conversations/"]["post"]["responses"]
+    assert {"201", "400", "401", "409", "413", "422", "429"} <= set(create)
+    assert "403" not in schema["paths"]["/api/v1/auth/register/"]["post"]["responses"]
+    assert "404" in schema["paths"]["/api/v1/conversations/"]["get"]["responses"]  # a bad cursor
+    assert "404" in schema["paths"]["/api/v1/chat/"]["post"]["responses"]  # an unknown conversation_id

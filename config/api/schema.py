@@ -1,0 +1,91 @@
+"""OpenAPI: document the error envelope and the error statuses of the public contract.
+
+drf-spectacular only knows the success response of each operation. Every API error has one
+shape (``{"error": {code, message, details, request_id}}``, see ``config.api.errors``); this
+postprocessing hook adds it as the ``ErrorEnvelope`` component and, per operation, the statuses
+the contract says it can answer with:
+
+- 400 validation, when the operation takes a body or query/header parameters;
+- 401 unauthenticated, everywhere (a missing, bad or expired bearer token, or bad credentials);
+- 403 forbidden, on operations that need a token (roles, another user's path);
+- 404 not found, when the path names an object (also another tenant's), for a cursor that is
+  not one of ours (DRF's CursorPagination answers 404 "Invalid cursor"), and on the chat
+  operations, whose body may name an unknown or foreign conversation;
+- 413 too large, when the operation takes a body;
+- 409 conflict and 422 mismatch, on operations taking an ``Idempotency-Key``;
+- 429 rate limited, everywhere (per tenant, or per IP for the auth endpoints).
+"""
+
+ERROR_COMPONENT = "ErrorEnvelope"
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "object", "additionalProperties": {}},
+                "request_id": {"type": "string"},
+            },
+            "required": ["code", "message", "details", "request_id"],
+        }
+    },
+    "required": ["error"],
+}
+
+DESCRIPTIONS = {
+    "400": "Validation error",
+    "401": "Unauthenticated",
+    "403": "Forbidden",
+    "404": "Not found",
+    "409": "Conflict (the same Idempotency-Key is still being processed)",
+    "413": "Request body too large",
+    "422": "Idempotency-Key reused with a different body",
+    "429": "Rate limited (see Retry-After)",
+}
+
+METHODS = ("get", "put", "post", "patch", "delete")
+
+# Statuses that nothing in the operation's shape announces.
+EXTRA_STATUSES = {
+    "chat_create": ["404"],
+    "chat_legacy_create": ["404"],
+}
+
+
+def _error_statuses(operation: dict) -> list[str]:
+    parameters = operation.get("parameters", [])
+    has_body = "requestBody" in operation
+    statuses = ["401", "429"]
+    if has_body or any(p["in"] in ("query", "header") for p in parameters):
+        statuses.append("400")
+    if any(requirement for requirement in operation.get("security", [])):
+        statuses.append("403")
+    if any(p["in"] == "path" or (p["in"] == "query" and p["name"] == "cursor") for p in parameters):
+        statuses.append("404")
+    if has_body:
+        statuses.append("413")
+    if any(p["in"] == "header" and p["name"].lower() == "idempotency-key" for p in parameters):
+        statuses += ["409", "422"]
+    statuses += EXTRA_STATUSES.get(operation.get("operationId"), [])
+    return sorted(set(statuses))
+
+
+def document_errors(result, generator, request, public):
+    """drf-spectacular POSTPROCESSING_HOOKS entry: see the module docstring."""
+    result.setdefault("components", {}).setdefault("schemas", {})[ERROR_COMPONENT] = ERROR_SCHEMA
+    reference = {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}
+    for path_item in result.get("paths", {}).values():
+        for method in METHODS:
+            operation = path_item.get(method)
+            if operation is None:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status in _error_statuses(operation):
+                responses.setdefault(
+                    status,
+                    {"description": DESCRIPTIONS[status], "content": {"application/json": {"schema": reference}}},
+                )
+    return result
