@@ -1,5 +1,7 @@
 """The tenant's budget also covers the non-DRF entry points: SSE views and WebSocket frames."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
@@ -15,6 +17,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def _owner_and_conversation():
     user = await database_sync_to_async(UserFactory)()
     conversation = await database_sync_to_async(ConversationFactory)(owner=user)
+    # These tests count within one fixed one-minute window; the WebSocket machinery cannot
+    # run under a frozen clock, so start with the window at least 5 s from its end.
+    usage = await database_sync_to_async(tenant_usage)(user=user, increment=False)
+    if usage.retry_after < 5:
+        await asyncio.sleep(usage.retry_after + 0.2)
     return user, conversation
 
 
