@@ -57,6 +57,7 @@ def test_oversized_json_body_to_register_is_413_and_creates_no_account(api, sett
 
 
 @pytest.mark.urls("tests.ops.urls")
+@pytest.mark.parametrize("view", ["plain-raise", "drf-raise"])
 @pytest.mark.parametrize(
     ("kind", "status", "code"),
     [
@@ -66,27 +67,9 @@ def test_oversized_json_body_to_register_is_413_and_creates_no_account(api, sett
         ("bad-request", 400, "bad_request"),
     ],
 )
-def test_django_client_errors_in_plain_view_keep_their_status(kind, status, code):
+def test_django_client_errors_keep_their_status_in_plain_and_drf_views(view, kind, status, code):
     client = Client(raise_request_exception=False)
 
-    response = client.get(f"/api/v1/test/plain-raise/{kind}")
-
-    assert_envelope(response, status, code)
-
-
-@pytest.mark.urls("tests.ops.urls")
-@pytest.mark.parametrize(
-    ("kind", "status", "code"),
-    [
-        ("not-found", 404, "not_found"),
-        ("forbidden", 403, "permission_denied"),
-        ("suspicious", 400, "bad_request"),
-        ("bad-request", 400, "bad_request"),
-    ],
-)
-def test_django_client_errors_in_drf_view_keep_their_status(kind, status, code):
-    client = Client(raise_request_exception=False)
-
-    response = client.get(f"/api/v1/test/drf-raise/{kind}")
+    response = client.get(f"/api/v1/test/{view}/{kind}")
 
     assert_envelope(response, status, code)
