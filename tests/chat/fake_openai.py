@@ -36,6 +36,10 @@ class FakeOpenAI:
     def fail(self, status: int = 500):
         self.script.append({"status": status})
 
+    def garble(self):
+        """Answer 200 with a stream whose chunk is not JSON."""
+        self.script.append({"garbage": True})
+
     def hang(self, seconds: float):
         self.script.append({"sleep": seconds})
 
@@ -60,6 +64,12 @@ class FakeOpenAI:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
+                    return
+                if step.get("garbage"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    self.wfile.write(b"data: {not json\n\n")
                     return
                 if body.get("stream"):
                     self._stream(body, step)

@@ -84,3 +84,14 @@ def test_unknown_tool_from_the_model_is_reported_back_to_it(auth_api, fake_opena
 
     assert body["tool_calls"][0]["result"]["error"] == "unknown_tool"
     assert body["response"] == "Sorry, I can't do that."
+
+
+def test_malformed_stream_is_503_and_marks_the_run_failed(auth_api, fake_openai):
+    fake_openai.garble()
+
+    response = auth_api.post("/api/v1/chat", {"message": "hi"}, format="json")
+
+    assert_error(response, 503, "agent_unavailable")
+    run = AgentRun.objects.get()
+    assert run.status == "failed" and "malformed" in run.error
+    assert Message.objects.filter(role="user").count() == 1

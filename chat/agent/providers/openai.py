@@ -37,6 +37,8 @@ class OpenAIProvider:
             raise ProviderError(f"model server unreachable: {type(exc).__name__}") from exc
         except openai.OpenAIError as exc:
             raise ProviderError(f"model error: {exc}") from exc
+        except ValueError as exc:  # a chunk that is not JSON: the server, not us, is broken
+            raise ProviderError(f"model server sent a malformed response: {type(exc).__name__}") from exc
 
     def _collect(self, stream, on_delta: DeltaCallback | None) -> ProviderResponse:
         content: list[str] = []
