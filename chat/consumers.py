@@ -18,12 +18,11 @@ from rest_framework import serializers
 
 from config.api import metrics
 from config.api.auth import user_from_token
-from config.api.errors import ApplicationError, validation_message
+from config.api.errors import ApplicationError, Forbidden, NotFound, validation_message
 from config.api.ratelimit import atenant_usage
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.events import event_frame, group_name, publish
-from conversations.models import Conversation
 from conversations.serializers import MessageCreateSerializer
 from conversations.stream import SeqFilter, stored_frames
 
@@ -36,20 +35,6 @@ CLOSE_RATE_LIMITED = 4429
 TYPING_INTERVAL_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
-
-
-def _access(user, conversation_id: int) -> tuple[int | None, Conversation | None]:
-    """(close code or None, conversation). Another tenant's conversation is 'not found';
-    one of the caller's tenant that they do not take part in is 'forbidden'."""
-    exists_in_tenant = Conversation.objects.for_tenant(user.tenant_id).filter(pk=conversation_id).exists()
-    if not exists_in_tenant:
-        return CLOSE_NOT_FOUND, None
-    try:
-        return None, conversation_selectors.conversation_get(
-            tenant=user.tenant_id, user=user, conversation_id=conversation_id
-        )
-    except ApplicationError:
-        return CLOSE_FORBIDDEN, None
 
 
 class MessageReadFrameSerializer(serializers.Serializer):
@@ -84,9 +69,14 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if (await atenant_usage(user=self.user)).limited:
             return await self.close(code=CLOSE_RATE_LIMITED)
         self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
-        code, _ = await database_sync_to_async(_access)(self.user, self.conversation_id)
-        if code:
-            return await self.close(code=code)
+        try:
+            await database_sync_to_async(conversation_selectors.conversation_for_listener)(
+                user=self.user, conversation_id=self.conversation_id
+            )
+        except Forbidden:
+            return await self.close(code=CLOSE_FORBIDDEN)
+        except NotFound:
+            return await self.close(code=CLOSE_NOT_FOUND)
         query = parse_qs(self.scope.get("query_string", b"").decode())
         try:
             after_seq = int(query["after_seq"][0]) if query.get("after_seq") else None

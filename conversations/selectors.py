@@ -1,6 +1,6 @@
 from django.db.models import Q, QuerySet
 
-from config.api.errors import NotFound
+from config.api.errors import Forbidden, NotFound
 
 from .models import Conversation, Message
 
@@ -31,6 +31,18 @@ def conversation_get(*, tenant, user, conversation_id) -> Conversation:
     if conversation is None:
         raise NotFound("Conversation not found.")
     return conversation
+
+
+def conversation_for_listener(*, user, conversation_id) -> Conversation:
+    """Like ``conversation_get``, for a live connection that may say more: a conversation of
+    the caller's tenant that they do not take part in is ``Forbidden`` (it exists for them);
+    another tenant's, or none, is ``NotFound``."""
+    try:
+        return conversation_get(tenant=user.tenant_id, user=user, conversation_id=conversation_id)
+    except NotFound:
+        if Conversation.objects.for_tenant(user.tenant_id).filter(pk=conversation_id).exists():
+            raise Forbidden("You do not take part in this conversation.") from None
+        raise
 
 
 def message_list(*, conversation: Conversation, after_seq: int | None = None) -> QuerySet[Message]:
