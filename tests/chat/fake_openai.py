@@ -51,6 +51,12 @@ class FakeOpenAI:
                 pass
 
             def do_POST(self):
+                try:
+                    self._answer()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client went away mid-answer (a cancelled turn, a killed worker)
+
+            def _answer(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 step = fake.script.pop(0) if fake.script else {"content": "ok"}
