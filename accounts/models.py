@@ -1,6 +1,9 @@
+import uuid
+
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 
 
 class Tenant(models.Model):
@@ -95,3 +98,37 @@ class User(AbstractBaseUser, PermissionsMixin):
     @property
     def is_tenant_admin(self) -> bool:
         return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class RefreshTokenFamily(models.Model):
+    """The chain of refresh tokens one login (or registration) starts: each rotation's new
+    token joins its family, and every token carries the family's id in its ``family``
+    claim. Presenting a token of the family that was already rotated is reuse (OAuth 2.0
+    Security BCP, refresh token rotation): the whole family is revoked. Logout revokes it
+    too. The row is also the family's lock: rotation, reuse and logout take it first."""
+
+    class RevokedReason(models.TextChoices):
+        REUSED = "reused", "A rotated refresh token was presented again"
+        LOGOUT = "logout", "Logged out"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="refresh_token_families")
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=20, choices=RevokedReason.choices, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.pk}"
+
+
+class RefreshTokenFamilyMember(models.Model):
+    """Which family an outstanding refresh token belongs to. simplejwt's
+    ``flushexpiredtokens`` deletes expired outstanding tokens and, by cascade, these."""
+
+    token = models.OneToOneField(
+        OutstandingToken, on_delete=models.CASCADE, primary_key=True, related_name="family_membership"
+    )
+    family = models.ForeignKey(RefreshTokenFamily, on_delete=models.CASCADE, related_name="members")
+
+    def __str__(self) -> str:
+        return f"{self.family_id}:{self.token_id}"

@@ -7,6 +7,7 @@ from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -16,7 +17,10 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from audits.services import audit_record
 from config.api.errors import ApplicationError, Conflict
 
-from .models import Tenant, User
+from .models import RefreshTokenFamily, RefreshTokenFamilyMember, Tenant, User
+
+# The refresh token claim naming its family (see RefreshTokenFamily).
+FAMILY_CLAIM = "family"
 
 
 class AuthenticationError(ApplicationError):
@@ -68,9 +72,17 @@ def _tenant_create(*, name: str) -> Tenant:
     raise Conflict("Too many organisations are being registered with this name; try again.", code="tenant_busy")
 
 
-def tokens_for(user: User) -> TokenPair:
-    refresh = RefreshToken.for_user(user)
-    refresh["tenant_id"] = user.tenant_id
+def tokens_for(user: User, *, family: RefreshTokenFamily | None = None) -> TokenPair:
+    """A new access + refresh pair. The refresh token joins ``family`` (a rotation) or
+    starts a new family (a login or registration)."""
+    with transaction.atomic():
+        if family is None:
+            family = RefreshTokenFamily.objects.create(user=user)
+        refresh = RefreshToken.for_user(user)  # also stores it as an OutstandingToken
+        refresh["tenant_id"] = user.tenant_id
+        refresh[FAMILY_CLAIM] = str(family.pk)
+        outstanding = OutstandingToken.objects.get(jti=refresh[jwt_settings.JTI_CLAIM])
+        RefreshTokenFamilyMember.objects.create(token=outstanding, family=family)
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
 
 
@@ -149,58 +161,150 @@ def auth_login(*, email: str, password: str, request=None) -> tuple[User, TokenP
     return user, tokens_for(user)
 
 
-def _refresh_token_spend(token: RefreshToken) -> None:
-    """Blacklists ``token`` unless it already is (then ``TokenError``). Locks its
-    outstanding row first, so of concurrent refreshes of one token exactly one spends it:
-    the others wait for the lock, then see the blacklist entry. simplejwt's own
+class _UncheckedRefreshToken(RefreshToken):
+    """A refresh token verified (signature, expiry, type) but not yet checked against the
+    blacklist: ``auth_refresh`` checks that itself, under the family's lock, because a
+    blacklisted token presented again is reuse and has consequences beyond a 401."""
+
+    def check_blacklist(self) -> None:
+        return None
+
+
+def _family_lock(*, token: RefreshToken, user: User) -> RefreshTokenFamily | None:
+    """The token's family, locked until the transaction ends (``TokenError`` if the claim
+    names no family of this user). None for tokens issued before families existed.
+    Precondition: inside a transaction."""
+    family_id = token.get(FAMILY_CLAIM)
+    if family_id is None:
+        return None
+    try:
+        return RefreshTokenFamily.objects.select_for_update().get(pk=family_id, user=user)
+    except (RefreshTokenFamily.DoesNotExist, DjangoValidationError, ValueError) as exc:
+        raise TokenError("Token family is unknown") from exc
+
+
+def _refresh_token_spend(token: RefreshToken) -> bool:
+    """Blacklists ``token``; False when it already was (it has been spent before). Locks
+    its outstanding row first, so of concurrent refreshes of one token exactly one spends
+    it: the others wait for the lock, then see the blacklist entry. simplejwt's own
     ``blacklist()`` checks and then ``get_or_create``s, which lets both through.
     Precondition: inside a transaction (the lock is held until it ends)."""
     token.outstand()
     outstanding = OutstandingToken.objects.select_for_update().get(jti=token[jwt_settings.JTI_CLAIM])
     if BlacklistedToken.objects.filter(token=outstanding).exists():
-        raise TokenError("Token is blacklisted")
-    # A concurrent logout (which takes no lock) may insert first: IntegrityError for the caller.
+        return False
+    # A concurrent logout of a token without family (which takes no lock) may insert
+    # first: IntegrityError for the caller.
     BlacklistedToken.objects.create(token=outstanding)
+    return True
+
+
+def _family_revoke(*, family: RefreshTokenFamily, reason: str) -> int:
+    """Blacklists every refresh token of ``family`` not blacklisted yet and marks the family
+    revoked (the first reason stays). Returns how many tokens it blacklisted. Access tokens
+    are not touched: they are never checked against the blacklist and live minutes.
+    Precondition: ``family`` locked (``_family_lock``), so no rotation adds a member meanwhile."""
+    live = list(
+        OutstandingToken.objects.filter(family_membership__family=family, blacklistedtoken__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    BlacklistedToken.objects.bulk_create([BlacklistedToken(token_id=pk) for pk in live], ignore_conflicts=True)
+    if family.revoked_at is None:
+        family.revoked_at = timezone.now()
+        family.revoked_reason = reason
+        family.save(update_fields=["revoked_at", "revoked_reason"])
+    return len(live)
+
+
+def _refresh_refused() -> AuthenticationError:
+    return AuthenticationError("The refresh token is invalid, expired or revoked.", code="token_not_valid")
 
 
 def auth_refresh(*, refresh: str) -> TokenPair:
-    """Rotates the refresh token: the old one is blacklisted and refused from now on. Of
-    concurrent refreshes of one token, exactly one succeeds."""
+    """Rotates the refresh token: the old one is blacklisted, the new one joins its family.
+
+    A token presented again after it was rotated is reuse (OAuth 2.0 Security BCP): the
+    refresh is refused and the whole family is revoked, so whichever of the thief and the
+    user holds the newer token has to log in again; ``auth.refresh_reused`` is recorded.
+    This includes the losers of concurrent refreshes of one token: exactly one rotates,
+    and the second presentation revokes the family (no grace period; clients refresh
+    one at a time, see docs/decisions.md)."""
+    reused = False
     try:
         with transaction.atomic():
-            old = RefreshToken(refresh)
+            old = _UncheckedRefreshToken(refresh)
             user = User.objects.get(pk=old["user_id"], is_active=True, tenant__is_active=True)
-            _refresh_token_spend(old)
-            audit_record(
-                tenant=user.tenant_id,
-                actor=user,
-                action="auth.token_refreshed",
-                resource_type="user",
-                resource_id=user.pk,
-                details={"jti": old.get("jti", "")},
-            )
+            family = _family_lock(token=old, user=user)
+            if _refresh_token_spend(old):
+                if family is not None and family.revoked_at is not None:
+                    raise TokenError("Token family is revoked")  # its members are blacklisted: defence only
+                audit_record(
+                    tenant=user.tenant_id,
+                    actor=user,
+                    action="auth.token_refreshed",
+                    resource_type="user",
+                    resource_id=user.pk,
+                    details={"jti": old.get("jti", ""), "family": str(family.pk) if family else ""},
+                )
+                pair = tokens_for(user, family=family)
+            elif family is None:
+                raise TokenError("Token is blacklisted")
+            else:
+                # Committed before the 401: the revocation must outlive the refused request.
+                revoked = _family_revoke(family=family, reason=RefreshTokenFamily.RevokedReason.REUSED)
+                audit_record(
+                    tenant=user.tenant_id,
+                    actor=user,
+                    action="auth.refresh_reused",
+                    resource_type="user",
+                    resource_id=user.pk,
+                    details={"jti": old.get("jti", ""), "family": str(family.pk), "revoked_tokens": revoked},
+                )
+                reused = True
     except (TokenError, User.DoesNotExist, KeyError, IntegrityError) as exc:
-        raise AuthenticationError("The refresh token is invalid, expired or revoked.", code="token_not_valid") from exc
-    return tokens_for(user)
+        raise _refresh_refused() from exc
+    if reused:
+        raise _refresh_refused()
+    return pair
 
 
 def auth_logout(*, user: User, refresh: str) -> None:
+    """Blacklists the refresh token and revokes its family: no token of this login can be
+    refreshed any more (access tokens already issued run out within minutes)."""
     try:
         token = RefreshToken(refresh)
     except TokenError as exc:
-        raise AuthenticationError("The refresh token is invalid, expired or revoked.", code="token_not_valid") from exc
+        raise _refresh_refused() from exc
     if str(token.get("user_id")) != str(user.pk):
         raise ApplicationError("This refresh token belongs to another account.", code="token_mismatch")
-    with transaction.atomic():
-        token.blacklist()
-        audit_record(
-            tenant=user.tenant_id,
-            actor=user,
-            action="auth.logout",
-            resource_type="user",
-            resource_id=user.pk,
-            details={"jti": token.get("jti", "")},
-        )
+    try:
+        with transaction.atomic():
+            family = _family_lock(token=token, user=user)
+            token.blacklist()
+            revoked = _family_revoke(family=family, reason=RefreshTokenFamily.RevokedReason.LOGOUT) if family else 0
+            audit_record(
+                tenant=user.tenant_id,
+                actor=user,
+                action="auth.logout",
+                resource_type="user",
+                resource_id=user.pk,
+                details={
+                    "jti": token.get("jti", ""),
+                    "family": str(family.pk) if family else "",
+                    "revoked_tokens": revoked,
+                },
+            )
+    except TokenError as exc:
+        raise _refresh_refused() from exc
+
+
+def refresh_token_families_purge(*, older_than=None) -> int:
+    """Deletes families left without tokens (``flushexpiredtokens`` removed their expired
+    members) once they are older than the refresh lifetime. Returns how many."""
+    cutoff = timezone.now() - (older_than or jwt_settings.REFRESH_TOKEN_LIFETIME)
+    deleted, _ = RefreshTokenFamily.objects.filter(created_at__lt=cutoff, members__isnull=True).delete()
+    return deleted
 
 
 @transaction.atomic

@@ -6,6 +6,7 @@ With nothing set the app runs embedded (SQLite, local memory, in-process Celery)
 """
 
 from .base import *  # noqa: F401,F403
+from .security import *  # noqa: F401,F403
 from .api import *  # noqa: F401,F403
 from .realtime import *  # noqa: F401,F403
 from .observability import *  # noqa: F401,F403

@@ -11,8 +11,7 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # The embedded default falls back to a public development key, which is no secret at all.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 _DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789"
-# Host names this server answers to.
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["*"])
+# ALLOWED_HOSTS and the HTTPS settings: config/settings/security.py.
 # Origins trusted for CSRF (the admin behind HTTPS), e.g. https://chat.example.com
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 

@@ -9,6 +9,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import Tenant, User
+from audits.models import AuditRecord
 
 pytestmark = [pytest.mark.realstack, pytest.mark.django_db(transaction=True)]
 
@@ -67,7 +68,12 @@ def test_concurrent_refreshes_of_one_token_rotate_once(real_stack, user):
     assert {body["error"]["code"] for status, body in results if status == 401} == {"token_not_valid"}
     (winner,) = [body for status, body in results if status == 200]
     assert winner["access"] and winner["refresh"] != refresh
-    # The one new refresh token works; the spent one stays refused.
+    # The losers presented a spent token: under the OAuth 2.0 Security BCP that is reuse,
+    # and no grace period tells a racing tab from a thief (docs/decisions.md). The family
+    # is revoked: the winner's new refresh token is refused too, its access token works.
     again = APIClient().post("/api/v1/auth/token/refresh", {"refresh": winner["refresh"]}, format="json")
     replay = APIClient().post("/api/v1/auth/token/refresh", {"refresh": refresh}, format="json")
-    assert (again.status_code, replay.status_code) == (200, 401)
+    assert (again.status_code, replay.status_code) == (401, 401)
+    assert AuditRecord.objects.filter(action="auth.refresh_reused").count() >= 5
+    me = APIClient(HTTP_AUTHORIZATION=f"Bearer {winner['access']}").get("/api/v1/auth/me")
+    assert me.status_code == 200

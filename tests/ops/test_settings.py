@@ -1,4 +1,5 @@
-"""Settings refuse to start the real stack with the public development secret key."""
+"""Settings refuse to start the real stack with the public development secret key or
+without DJANGO_ALLOWED_HOSTS, and turn the HTTPS settings on in production."""
 
 import os
 import subprocess
@@ -16,7 +17,8 @@ def run_python(code_or_args, **overrides) -> subprocess.CompletedProcess:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_DEBUG", "CI")
+        if key not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_DEBUG", "CI", "DJANGO_ALLOWED_HOSTS")
+        and not key.startswith(("DJANGO_SECURE", "DJANGO_SESSION_", "DJANGO_CSRF_"))
     }
     env.update(DJANGO_SETTINGS_MODULE="config.settings", **overrides)
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else code_or_args
@@ -29,8 +31,8 @@ def run_python(code_or_args, **overrides) -> subprocess.CompletedProcess:
 def _no_dotenv_secret():
     # A developer's .env could hold DJANGO_SECRET_KEY and hide what these tests check.
     dotenv = ROOT / ".env"
-    if dotenv.exists() and "DJANGO_SECRET_KEY" in dotenv.read_text():
-        pytest.skip(".env sets DJANGO_SECRET_KEY")
+    if dotenv.exists() and any(name in dotenv.read_text() for name in ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS")):
+        pytest.skip(".env sets DJANGO_SECRET_KEY or DJANGO_ALLOWED_HOSTS")
 
 
 def test_server_database_without_secret_key_refuses_to_start():
@@ -49,7 +51,12 @@ def test_server_database_with_empty_secret_key_refuses_to_start():
 
 
 def test_server_database_with_secret_key_passes_manage_py_check():
-    result = run_python(["manage.py", "check"], DATABASE_URL=SERVER_DB, DJANGO_SECRET_KEY="a-real-secret-" + "x" * 40)
+    result = run_python(
+        ["manage.py", "check"],
+        DATABASE_URL=SERVER_DB,
+        DJANGO_SECRET_KEY="a-real-secret-" + "x" * 40,
+        DJANGO_ALLOWED_HOSTS="chat.example.com",
+    )
 
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
@@ -58,7 +65,9 @@ def test_server_database_with_secret_key_passes_manage_py_check():
 def test_secret_key_from_environment_signs_jwts():
     code = IMPORT_SETTINGS + "; assert settings.SIMPLE_JWT['SIGNING_KEY'] == settings.SECRET_KEY"
 
-    result = run_python(code, DATABASE_URL=SERVER_DB, DJANGO_SECRET_KEY="the-env-secret")
+    result = run_python(
+        code, DATABASE_URL=SERVER_DB, DJANGO_SECRET_KEY="the-env-secret", DJANGO_ALLOWED_HOSTS="chat.example.com"
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "the-env-secret"
@@ -76,6 +85,96 @@ def test_embedded_default_keeps_the_development_key():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("dev-only-insecure")
+
+
+# What README and .env.example document for production behind a TLS-terminating proxy.
+PRODUCTION_ENV = {
+    "DATABASE_URL": SERVER_DB,
+    "DJANGO_SECRET_KEY": "kY3v-Q8pZr_2mWc7TnB4xJd9LsHf6GaE1uViRo5Ne0MbKtPyXq",
+    "DJANGO_ALLOWED_HOSTS": "chat.example.com",
+    "DJANGO_SECURE_PROXY_SSL_HEADER": "HTTP_X_FORWARDED_PROTO=https",
+}
+SECURITY_SETTINGS = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "print(s.ALLOWED_HOSTS, s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, "
+    "s.CSRF_COOKIE_SECURE, getattr(s, 'SECURE_PROXY_SSL_HEADER', None))"
+)
+
+
+def test_deploy_check_is_clean_with_the_documented_production_environment():
+    result = run_python(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], **PRODUCTION_ENV)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+    assert "WARNINGS" not in result.stdout + result.stderr
+
+
+def test_production_turns_the_https_settings_on():
+    result = run_python(SECURITY_SETTINGS, **PRODUCTION_ENV)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("['chat.example.com'] True 31536000 True True ('HTTP_X_FORWARDED_PROTO', 'https')")
+
+
+def test_production_without_allowed_hosts_refuses_to_start_with_one_clear_line():
+    env = {key: value for key, value in PRODUCTION_ENV.items() if key != "DJANGO_ALLOWED_HOSTS"}
+
+    result = run_python(["manage.py", "check"], **env)
+
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if "DJANGO_ALLOWED_HOSTS" in line]
+    assert line.startswith("django.core.exceptions.ImproperlyConfigured: DJANGO_ALLOWED_HOSTS must be set")
+
+
+def test_plain_http_real_stack_switches_the_https_settings_off():
+    # A local daphne, the e2e tests and CI serve the real stack over plain http.
+    result = run_python(SECURITY_SETTINGS, **PRODUCTION_ENV, DJANGO_SECURE="false")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['chat.example.com'] False 0 False False ('HTTP_X_FORWARDED_PROTO', 'https')"
+
+
+@pytest.mark.parametrize("debug", [None, "true"])
+def test_embedded_default_and_debug_serve_plain_http_on_loopback(debug):
+    overrides = {"DATABASE_URL": SERVER_DB, "DJANGO_DEBUG": debug} if debug else {}
+
+    result = run_python(SECURITY_SETTINGS, **overrides)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['localhost', '127.0.0.1', '[::1]'] False 0 False False None"
+
+
+def test_malformed_proxy_header_setting_refuses_to_start():
+    result = run_python(SECURITY_SETTINGS, **{**PRODUCTION_ENV, "DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"})
+
+    assert result.returncode != 0
+    assert "DJANGO_SECURE_PROXY_SSL_HEADER must look like" in result.stderr
+
+
+@pytest.mark.django_db
+def test_a_request_for_a_foreign_host_is_a_400_envelope(api):
+    # The suite's hosts (pyproject.toml): testserver, localhost, 127.0.0.1.
+    foreign = api.get("/api/v1/auth/me", HTTP_HOST="evil.example")
+    ours = api.get("/api/v1/auth/me", HTTP_HOST="localhost")
+
+    assert foreign.status_code == 400
+    assert foreign.json()["error"]["code"] == "bad_request"
+    assert ours.status_code == 401
+
+
+@pytest.mark.django_db
+def test_https_redirect_spares_the_probes_and_honours_the_proxy_header(api, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS = 31_536_000
+
+    plain = api.get("/api/v1/auth/me")
+    probe = api.get("/health")
+    proxied = api.get("/health", HTTP_X_FORWARDED_PROTO="https")
+
+    assert (plain.status_code, plain["Location"]) == (301, "https://testserver/api/v1/auth/me")
+    assert probe.status_code == 200
+    assert proxied["Strict-Transport-Security"].startswith("max-age=31536000")
 
 
 READ_THEN_WRITE = """

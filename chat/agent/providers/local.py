@@ -11,7 +11,10 @@ import uuid
 
 from ..types import DeltaCallback, ProviderResponse, ToolCallRequest, Usage
 
-_ARTICLE = r"(?:(?:a|an|the|new|my)\s+)*"
+# Possessive (``*+``, Python 3.11): the articles are taken once and never given back. A
+# plain ``*`` before the lazy ``.+?`` of a reference let the engine try every split of
+# "a a a ... a" against every end of the reference: quadratic, seconds of CPU per message.
+_ARTICLE = r"(?:(?:a|an|the|new|my)\s+)*+"
 _TASKWORD = r"(?:tasks?|to-?dos?|items?|reminders?)"
 _LIST_SUFFIX = r"(?:\s+(?:to|on|onto)\s+(?:my\s+)?(?:tasks?|to-?do(?:\s+list)?|list))?"
 
