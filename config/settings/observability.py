@@ -26,3 +26,8 @@ LOGGING = {
 
 # Optional bearer token that /metrics demands when set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# Seconds the server process may take to stop after SIGTERM before it is ended anyway
+# (requests still in flight then are cut off; a rolling deploy waits at most this long).
+# 0 disables the bound.
+SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
