@@ -2,6 +2,8 @@
 is in flight, logs each request once (our JSON line, no access log of its own), keeps
 tokens sent in query strings out of every log line, and serves the admin's static files."""
 
+import json
+import re
 import signal
 import subprocess
 import threading
@@ -9,6 +11,8 @@ import time
 
 import httpx
 import pytest
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect as ws_connect
 
 from .conftest import BIN, ROOT, register
 
@@ -97,6 +101,61 @@ def test_sigterm_mid_burst_exits_within_the_bound(stack):
     for thread in threads:
         thread.join(10)
     assert len(outcomes) == len(threads), "a client kept waiting on a server that is gone"
+
+
+def _log_lines(proc) -> list[str]:
+    return [line for line in proc.log().splitlines() if line.strip()]
+
+
+def test_each_request_is_logged_once_as_json_and_query_tokens_never_reach_a_log_line(stack):
+    # Arrange
+    daphne = stack.start_daphne()
+    account = register(stack)
+    secret = account["access"]
+    forged = "forged-token-" + "x" * 40
+    http = httpx.Client(base_url=stack.base_url, timeout=10, trust_env=False)
+    conversation = http.post("/api/v1/conversations/", json={"title": "logs"}, headers=account["headers"]).json()
+    events_path = f"/api/v1/conversations/{conversation['id']}/events"
+
+    # Act: a token in the query string on SSE (accepted and refused) and on WebSocket.
+    with http.stream("GET", f"{events_path}?token={secret}", headers={"X-Request-ID": "sse-with-token"}) as stream:
+        assert stream.status_code == 200
+        next(stream.iter_lines())  # the opening comment: the stream is live
+    refused = http.get(f"{events_path}?token={forged}", headers={"X-Request-ID": "sse-forged-token"})
+    assert refused.status_code == 401
+    ws_base = stack.base_url.replace("http", "ws", 1)
+    with ws_connect(f"{ws_base}/ws/v1/conversations/{conversation['id']}/?token={secret}", open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "ping"}))
+        ws.recv(timeout=10)
+    with pytest.raises(WebSocketException):  # refused at connect: close 4401
+        with ws_connect(f"{ws_base}/ws/v1/conversations/{conversation['id']}/?token={forged}", open_timeout=10) as ws:
+            ws.recv(timeout=10)
+    health = http.get("/health?token=" + forged, headers={"X-Request-ID": "health-once"})
+    assert health.status_code == 200
+    http.close()
+    # The SSE request's log line is written when daphne notices the client left.
+    time.sleep(0.1)
+    lines = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        lines = _log_lines(daphne)
+        if any('"sse-with-token"' in line and '"request"' in line for line in lines):
+            break
+        time.sleep(0.2)
+
+    # Assert: no token anywhere, no plain access-log line, one JSON line a request.
+    log = "\n".join(lines)
+    assert secret not in log
+    assert forged not in log
+    access_lines = [line for line in lines if re.search(r'"(GET|POST) /|WSCONNECT|WSDISCONNECT|WSREJECT', line)]
+    assert not access_lines
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    requests = [r for r in records if r.get("message") == "request"]
+    ids = [r["request_id"] for r in requests]
+    assert ids.count("health-once") == 1
+    assert ids.count("sse-forged-token") == 1
+    (health_line,) = [r for r in requests if r["request_id"] == "health-once"]
+    assert (health_line["path"], health_line["route"], health_line["status"]) == ("/health", "/health", 200)
 
 
 def test_admin_static_files_are_served_by_daphne(stack, tmp_path):
