@@ -14,7 +14,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 # Migrate and serve HTTP + WebSocket with daphne. With REDIS_URL set, a Celery worker
-# (with the periodic sweeps) runs beside it and stops with it.
+# (with the periodic sweeps) runs beside it and stops with it. `-v 0` turns daphne's own
+# access log off: each request is logged once, as our JSON line (with its request id).
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
@@ -23,7 +24,7 @@ run: $(BIN)/.installed
 	  $(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=2 & \
 	  trap "kill $$! 2>/dev/null" EXIT INT TERM; \
 	fi; \
-	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	$(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) config.asgi:application
 
 worker: $(BIN)/.installed
 	$(BIN)/celery -A config worker --beat --loglevel=INFO

@@ -8,7 +8,13 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+
 from config.routing import websocket_urlpatterns  # noqa: E402  (needs the app registry)
+from config.shutdown import install_shutdown_watchdog  # noqa: E402
+
+# SIGTERM stops daphne within SHUTDOWN_GRACE_SECONDS, whatever is still in flight.
+install_shutdown_watchdog(settings.SHUTDOWN_GRACE_SECONDS)
 
 application = ProtocolTypeRouter(
     {

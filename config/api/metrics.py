@@ -29,7 +29,18 @@ RATE_LIMIT_REJECTIONS = Counter("rate_limit_rejections_total", "Requests refused
 IDEMPOTENT_REPLAYS = Counter("idempotent_replays_total", "Responses replayed for a repeated Idempotency-Key")
 
 
+# Methods that get a label value of their own; any other (clients may send anything) is
+# "other", so made-up methods cannot grow the series without bound.
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER_METHOD = "other"
+
+
+def method_label(method: str) -> str:
+    return method if method in STANDARD_METHODS else OTHER_METHOD
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    method = method_label(method)
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_LATENCY.labels(method, route).observe(seconds)
 

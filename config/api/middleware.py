@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from . import metrics
 from .context import client_ip_var, new_request_id, request_id_var, tenant_id_var, user_agent_var, user_id_var
 from .errors import django_error, error_response
+from .routes import request_route
 
 logger = logging.getLogger("http.request")
 
@@ -78,8 +79,7 @@ class RequestIdMiddleware(_HybridMiddleware):
         user = getattr(request, "user", None)
         user_id = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
         tenant_id = getattr(user, "tenant_id", None) if user_id else None
-        match = getattr(request, "resolver_match", None)
-        route = "/" + match.route if match and match.route else "<unmatched>"
+        route = request_route(request)
         metrics.observe_request(request.method, route, response.status_code, duration)
         logger.info(
             "request",

@@ -43,8 +43,9 @@ MIDDLEWARE = [
     "config.api.ratelimit.RateLimitHeadersMiddleware",
     "config.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # Serves the admin's static files from daphne without a separate web server.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Serves the admin's static files from daphne without a separate web server; async
+    # (WhiteNoise was sync-only: a thread hop on every request).
+    "servestatic.middleware.ServeStaticMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -136,7 +137,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic puts the files ServeStaticMiddleware serves.
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 # Uploaded files (local folder in the embedded mode).
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
 

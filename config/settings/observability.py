@@ -1,6 +1,7 @@
 from .env import env
 
-# Structured JSON logs, one line per event, each carrying the request id.
+# Structured JSON logs, one line per event, each carrying the request id; credentials in
+# URLs (?token=) and JWTs are redacted from every line.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
@@ -8,7 +9,7 @@ LOGGING = {
     "filters": {"request_context": {"()": "config.api.logging.RequestContextFilter"}},
     "formatters": {
         "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
+            "()": "config.api.logging.RedactingJsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }
@@ -26,3 +27,8 @@ LOGGING = {
 
 # Optional bearer token that /metrics demands when set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# Seconds the server process may take to stop after SIGTERM before it is ended anyway
+# (requests still in flight then are cut off; a rolling deploy waits at most this long).
+# 0 disables the bound.
+SHUTDOWN_GRACE_SECONDS = env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)

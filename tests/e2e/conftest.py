@@ -156,7 +156,9 @@ class Stack:
     def spawn_daphne(self) -> Proc:
         port = _free_port()
         proc = self._spawn(
-            "daphne", [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+            # -v 0: no access log of daphne's own, as `make run` (our JSON line is the one).
+            "daphne",
+            [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
         )
         self.base_url = f"http://127.0.0.1:{port}"
         return proc

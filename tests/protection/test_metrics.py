@@ -6,7 +6,7 @@ from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
-ME_ROUTE = "/api/v1/auth/me/?$"
+ME_ROUTE = "/api/v1/auth/me"
 
 
 @app.task(name="tests.protection.succeed")
