@@ -2,10 +2,22 @@ from .env import REDIS_URL, env
 
 # Channel layer for WebSocket/SSE fan-out: Redis across processes, in-memory in one process.
 if REDIS_URL:
+    # An idle listener waits in channels-redis' blocking read (BZPOPMIN, 5 s) in a loop.
+    # redis-py >= 8 gives every socket a 5 s read timeout by default, so that read timed out
+    # and killed every idle WebSocket (1011) and SSE stream (channels_redis issue 422). The
+    # read timeout must stay above the blocking read; TCP keepalive and a health check
+    # notice a dead Redis on idle connections instead.
+    CHANNEL_REDIS_HOST = {
+        "address": REDIS_URL,
+        "socket_timeout": env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0),
+        "socket_connect_timeout": 5.0,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+            "CONFIG": {"hosts": [CHANNEL_REDIS_HOST], "capacity": 1000, "expiry": 60},
         }
     }
 else:
