@@ -8,7 +8,8 @@ frame but ``ping`` counts against the tenant's rate limit; over it, the frame is
 with an ``error`` event (code ``rate_limited``, ``details.retry_after``).
 
 The connection lives as long as its caller may listen: every client frame first checks the
-user and tenant again (one query), and the socket is closed with 4401 at the access token's
+user and tenant again (one query), so does a live event when the last check is older than
+``REALTIME_RECHECK_SECONDS``, and the socket is closed with 4401 at the access token's
 ``exp`` (reason ``token expired``). A bad ``?after_seq=`` closes it with 4400. A frame that
 is not JSON text answers an ``invalid_frame`` error and the connection stays open. However
 the consumer ends (client close, a handler that raised, cancellation), it leaves the
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from rest_framework import serializers
 
 from config.api import metrics
@@ -74,6 +76,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     closing = False
     counted = False
     last_typing = float("-inf")
+    checked_at = float("-inf")
 
     async def __call__(self, scope, receive, send):
         # disconnect() is skipped when a handler raises or the consumer is cancelled.
@@ -113,6 +116,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if access is None:
             return await self._close(CLOSE_UNAUTHENTICATED)
         self.user, self.expires_at = access.user, access.expires_at
+        self.checked_at = time.monotonic()
         # Connecting is one request against the tenant's budget; client frames are more.
         if (await atenant_usage(user=self.user)).limited:
             return await self._close(CLOSE_RATE_LIMITED)
@@ -164,6 +168,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if not await database_sync_to_async(user_still_active)(self.user.pk):
             await self._close(CLOSE_UNAUTHENTICATED, "user or tenant inactive")
             return False
+        self.checked_at = time.monotonic()
         return True
 
     async def disconnect(self, code):
@@ -171,6 +176,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def conversation_event(self, event):
         if self.closing or self.subscription is None:
+            return
+        # A listener that never sends a frame is re-checked too, at most every
+        # REALTIME_RECHECK_SECONDS, before it is given an event.
+        if time.monotonic() - self.checked_at >= settings.REALTIME_RECHECK_SECONDS and not await self._still_allowed():
             return
         for frame in await self.subscription.admit_live(event["frame"]):
             await self.send_json(frame)

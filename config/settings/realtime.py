@@ -67,6 +67,9 @@ AGENT_RETRY_BACKOFF_SECONDS = env.float("AGENT_RETRY_BACKOFF_SECONDS", default=2
 AGENT_STALE_QUEUED_SECONDS = env.int("AGENT_STALE_QUEUED_SECONDS", default=900)
 # Seconds between SSE heartbeat comments (keeps proxies from closing idle streams).
 SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
+# An open WebSocket that only listens re-checks its user and tenant before passing on an
+# event when the last check is older than this (every client frame re-checks anyway).
+REALTIME_RECHECK_SECONDS = env.float("REALTIME_RECHECK_SECONDS", default=10.0)
 
 # Days audit records are kept; older ones are purged daily (the chain stays verifiable).
 # 0 keeps everything.

@@ -146,6 +146,22 @@ async def test_websocket_closes_4401_on_the_next_frame_once_deactivated(who):
     await comm.disconnect()
 
 
+async def test_a_listening_websocket_closes_4401_before_the_next_event_once_deactivated(settings):
+    settings.REALTIME_RECHECK_SECONDS = 0  # re-check before every event
+    user, conversation = await listener()
+    comm = await communicator(user, conversation.id)
+    await connected(comm)
+
+    user.tenant.is_active = False
+    await database_sync_to_async(user.tenant.save)(update_fields=["is_active"])
+    await database_sync_to_async(add_messages)(conversation, 1)  # someone else's message
+
+    closed = await comm.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4401, "reason": "user or tenant inactive"}
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+
 # ---------------------------------------------------------------- frames that are not JSON text
 
 
