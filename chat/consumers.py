@@ -6,28 +6,40 @@ or the token alone). Server frames are ``{"type", "seq", "data"}``; the client s
 unauthenticated, 4403 forbidden, 4404 not found, 4429 rate limited (at connect). Each client
 frame but ``ping`` counts against the tenant's rate limit; over it, the frame is refused
 with an ``error`` event (code ``rate_limited``, ``details.retry_after``).
+
+The connection lives as long as its caller may listen: every client frame first checks the
+user and tenant again (one query), so does a live event when the last check is older than
+``REALTIME_RECHECK_SECONDS``, and the socket is closed with 4401 at the access token's
+``exp`` (reason ``token expired``). A bad ``?after_seq=`` closes it with 4400. A frame that
+is not JSON text answers an ``invalid_frame`` error and the connection stays open. However
+the consumer ends (client close, a handler that raised, cancellation), it leaves the
+conversation's group and the ``WEBSOCKET_CONNECTIONS`` gauge.
 """
 
+import asyncio
+import json
 import logging
 import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from rest_framework import serializers
 
 from config.api import metrics
-from config.api.auth import user_from_token
+from config.api.auth import access_from_token, user_still_active
 from config.api.errors import ApplicationError, Forbidden, NotFound, validation_message
 from config.api.ratelimit import atenant_usage
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
-from conversations.events import event_frame, group_name, publish
+from conversations.events import event_frame, publish
 from conversations.serializers import MessageCreateSerializer
-from conversations.stream import SeqFilter, stored_frames
+from conversations.stream import ConversationSubscription, parse_resume_point
 
 from . import services
 
+CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -37,15 +49,53 @@ TYPING_INTERVAL_SECONDS = 1.0
 logger = logging.getLogger(__name__)
 
 
+class InvalidFrame(ValueError):
+    """A client frame that is not a JSON text frame."""
+
+
+def decode_frame(text_data: str | None, bytes_data: bytes | None):
+    """The JSON value of one client frame. The one place frames are decoded; raises
+    InvalidFrame for binary frames and text that is not JSON."""
+    if text_data is None:
+        raise InvalidFrame("Frames are JSON text; binary frames are not accepted.")
+    try:
+        return json.loads(text_data)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidFrame("The frame is not valid JSON.") from exc
+
+
 class MessageReadFrameSerializer(serializers.Serializer):
     message_id = serializers.IntegerField(min_value=1)
 
 
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
     user = None
-    conversation_id: int | None = None
+    expires_at = float("inf")
+    subscription: ConversationSubscription | None = None
+    expiry: asyncio.Task | None = None
+    closing = False
     counted = False
     last_typing = float("-inf")
+    checked_at = float("-inf")
+
+    async def __call__(self, scope, receive, send):
+        # disconnect() is skipped when a handler raises or the consumer is cancelled.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
+
+    async def _cleanup(self):
+        """Leaves the group and the gauge; runs once however the consumer ends."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if self.counted:
+            metrics.WEBSOCKET_CONNECTIONS.dec()
+            self.counted = False
+        if self.subscription is not None:
+            subscription, self.subscription = self.subscription, None
+            await subscription.close()
 
     def _token_and_subprotocol(self) -> tuple[str | None, str | None]:
         query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -62,47 +112,88 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         token, subprotocol = self._token_and_subprotocol()
         # Accept first: a close code can only be sent on an open socket.
         await self.accept(subprotocol=subprotocol)
-        self.user = await database_sync_to_async(user_from_token)(token)
-        if self.user is None:
-            return await self.close(code=CLOSE_UNAUTHENTICATED)
+        access = await database_sync_to_async(access_from_token)(token)
+        if access is None:
+            return await self._close(CLOSE_UNAUTHENTICATED)
+        self.user, self.expires_at = access.user, access.expires_at
+        self.checked_at = time.monotonic()
         # Connecting is one request against the tenant's budget; client frames are more.
         if (await atenant_usage(user=self.user)).limited:
-            return await self.close(code=CLOSE_RATE_LIMITED)
-        self.conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
+            return await self._close(CLOSE_RATE_LIMITED)
+        conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
         try:
             await database_sync_to_async(conversation_selectors.conversation_for_listener)(
-                user=self.user, conversation_id=self.conversation_id
+                user=self.user, conversation_id=conversation_id
             )
         except Forbidden:
-            return await self.close(code=CLOSE_FORBIDDEN)
+            return await self._close(CLOSE_FORBIDDEN)
         except NotFound:
-            return await self.close(code=CLOSE_NOT_FOUND)
-        query = parse_qs(self.scope.get("query_string", b"").decode())
+            return await self._close(CLOSE_NOT_FOUND)
+        query = parse_qs(self.scope.get("query_string", b"").decode(), keep_blank_values=True)
         try:
-            after_seq = int(query["after_seq"][0]) if query.get("after_seq") else None
+            after_seq = parse_resume_point(query["after_seq"][0] if "after_seq" in query else None)
         except ValueError:
-            after_seq = None
+            return await self._close(CLOSE_BAD_REQUEST, "after_seq must be a whole number >= 0")
         # Subscribe first, then replay what is stored; the group's events wait in the
         # channel until connect() returns and are deduplicated by seq.
-        self.filter = SeqFilter(self.conversation_id, after_seq or 0)
-        await self.channel_layer.group_add(group_name(self.conversation_id), self.channel_name)
+        self.subscription = ConversationSubscription(conversation_id, after_seq, channel=self.channel_name)
         metrics.WEBSOCKET_CONNECTIONS.inc()
         self.counted = True
-        if after_seq is not None:
-            for frame in await database_sync_to_async(stored_frames)(self.conversation_id, after_seq):
-                if self.filter.admit(frame):
-                    await self.send_json(frame)
+        await self.subscription.open()
+        self.expiry = asyncio.ensure_future(self._close_at_expiry())
+        for frame in await self.subscription.backlog():
+            await self.send_json(frame)
+
+    @property
+    def conversation_id(self) -> int | None:
+        return self.subscription.conversation_id if self.subscription else None
+
+    async def _close(self, code: int, reason: str | None = None):
+        self.closing = True
+        await self.close(code=code, reason=reason)
+
+    async def _close_at_expiry(self):
+        await asyncio.sleep(max(0.0, self.expires_at - time.time()))
+        if not self.closing:
+            try:
+                await self._close(CLOSE_UNAUTHENTICATED, "token expired")
+            except Exception:  # the socket went away meanwhile; cleanup follows anyway
+                logger.info("websocket already gone at token expiry", exc_info=True)
+
+    async def _still_allowed(self) -> bool:
+        """Checks the caller again before a client frame is served; closes with 4401 if not."""
+        if time.time() >= self.expires_at:
+            await self._close(CLOSE_UNAUTHENTICATED, "token expired")
+            return False
+        if not await database_sync_to_async(user_still_active)(self.user.pk):
+            await self._close(CLOSE_UNAUTHENTICATED, "user or tenant inactive")
+            return False
+        self.checked_at = time.monotonic()
+        return True
 
     async def disconnect(self, code):
-        if self.conversation_id is not None:
-            await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
-        if self.counted:
-            metrics.WEBSOCKET_CONNECTIONS.dec()
-            self.counted = False
+        await self._cleanup()
 
     async def conversation_event(self, event):
-        for frame in await self.filter.admit_live(event["frame"]):
+        if self.closing or self.subscription is None:
+            return
+        # A listener that never sends a frame is re-checked too, at most every
+        # REALTIME_RECHECK_SECONDS, before it is given an event.
+        if time.monotonic() - self.checked_at >= settings.REALTIME_RECHECK_SECONDS and not await self._still_allowed():
+            return
+        for frame in await self.subscription.admit_live(event["frame"]):
             await self.send_json(frame)
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        if self.closing or self.user is None or self.subscription is None:
+            return None  # refused at connect or being closed: nothing more is served
+        if not await self._still_allowed():
+            return None
+        try:
+            content = decode_frame(text_data, bytes_data)
+        except InvalidFrame as exc:
+            return await self.send_error("invalid_frame", str(exc))
+        return await self.receive_json(content)
 
     async def send_error(self, code: str, message: str, details=None, ref=None):
         await self.send_json(

@@ -5,7 +5,8 @@ the stored messages with ``seq > after_seq`` from the database, then the buffere
 events, dropping any stored-message event at or below the last seq already sent. Events
 published by different processes may arrive out of seq order: a live message whose seq
 skips ahead brings the ones in between from the database first, so nothing is lost. SSE
-(``Last-Event-ID``) and WebSocket (``?after_seq=``) both use this.
+(``Last-Event-ID``) and WebSocket (``?after_seq=``) both use this. A listener without a
+resume point starts at the conversation's current ``last_seq``: live events only.
 """
 
 import asyncio
@@ -14,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from .events import event_frame, group_name
-from .models import Message
+from .models import Conversation, Message
 from .services import message_event_data, message_event_type
 
 # Events that announce a stored message: replayed from the database, deduplicated by seq.
@@ -60,19 +61,48 @@ class SeqFilter:
         return [f for f in [*missing, frame] if self.admit(f)]
 
 
-class ConversationSubscription:
-    """One listener's view of a conversation: ``open()``, then ``backlog()``, then ``next()``."""
+def parse_resume_point(raw: str | None) -> int | None:
+    """A listener's resume point (SSE ``Last-Event-ID`` / ``?after_seq=``, WebSocket
+    ``?after_seq=``): None when absent (live events only); raises ValueError unless it is a
+    whole number >= 0."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit():
+        raise ValueError(raw)
+    return int(raw)
 
-    def __init__(self, conversation_id: int, after_seq: int | None):
+
+def current_last_seq(conversation_id: int) -> int:
+    return Conversation.objects.filter(pk=conversation_id).values_list("last_seq", flat=True).first() or 0
+
+
+class ConversationSubscription:
+    """One listener's view of a conversation: ``open()``, then ``backlog()``, then the live
+    frames: ``next()`` reads them from the subscription's own channel (SSE), ``admit_live()``
+    filters those a consumer receives on its channel (WebSocket). ``close()`` unsubscribes.
+
+    Without a resume point the listener starts at the conversation's ``last_seq`` read
+    right after subscribing: live events only, none missed, no history replayed."""
+
+    def __init__(self, conversation_id: int, after_seq: int | None, channel: str | None = None):
         self.conversation_id = conversation_id
         self.after_seq = after_seq
         self.filter = SeqFilter(conversation_id, after_seq or 0)
         self.layer = get_channel_layer()
-        self.channel = None
+        self.channel = channel
+        self.subscribed = False
 
     async def open(self) -> None:
-        self.channel = await self.layer.new_channel()
+        if self.channel is None:
+            self.channel = await self.layer.new_channel()
+        self.subscribed = True  # before the await: a cancelled group_add is undone too
         await self.layer.group_add(group_name(self.conversation_id), self.channel)
+        if self.after_seq is None:
+            # After group_add: any message stored later reaches us as a live event.
+            self.filter.last_seq = await database_sync_to_async(current_last_seq)(self.conversation_id)
+
+    async def admit_live(self, frame: dict) -> list[dict]:
+        return await self.filter.admit_live(frame)
 
     async def backlog(self) -> list[dict]:
         if self.after_seq is None:
@@ -97,5 +127,7 @@ class ConversationSubscription:
                 return frames
 
     async def close(self) -> None:
-        if self.channel:
+        """Unsubscribes; safe to call more than once."""
+        if self.subscribed:
+            self.subscribed = False
             await self.layer.group_discard(group_name(self.conversation_id), self.channel)

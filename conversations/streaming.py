@@ -1,34 +1,43 @@
-"""``GET /api/v1/conversations/{id}/events``: the conversation's live events as SSE."""
+"""``GET /api/v1/conversations/{id}/events``: the conversation's live events as SSE.
+
+The stream lives as long as the caller may listen: at each heartbeat the user and tenant are
+checked again, and the stream ends at the access token's expiry. Either way the last thing
+sent is an ``error`` event (``token_expired`` or ``not_authenticated``) before the stream
+ends; the client reconnects with a fresh token and ``Last-Event-ID`` to resume.
+"""
+
+import time
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.views.decorators.http import require_GET
 
 from config.api import sse
+from config.api.auth import user_still_active
 from config.api.errors import ApplicationError, error_response
 from config.api.ratelimit import alimit_request
 
 from . import selectors
-from .stream import ConversationSubscription
+from .events import event_frame
+from .stream import ConversationSubscription, parse_resume_point
 
 
 def resume_point(request) -> int | None:
     """``Last-Event-ID`` (what a reconnecting EventSource sends) or ``?after_seq=``; None
     means live events only. Raises ValueError when it is not a whole number >= 0."""
-    raw = request.headers.get("Last-Event-ID") or request.GET.get("after_seq")
-    if raw in (None, ""):
-        return None
-    value = int(raw)
-    if value < 0:
-        raise ValueError(raw)
-    return value
+    return parse_resume_point(request.headers.get("Last-Event-ID") or request.GET.get("after_seq"))
+
+
+def _final_error(code: str, message: str) -> str:
+    return sse.encode(event_frame("error", {"code": code, "message": message, "details": {}}))
 
 
 @require_GET
 async def conversation_events(request, pk):
-    user = await sse.authenticate(request)
-    if user is None:
+    access = await sse.access(request)
+    if access is None:
         return sse.unauthenticated()
+    user = access.user
     if (refused := await alimit_request(request, user=user)) is not None:
         return refused
     try:
@@ -51,11 +60,19 @@ async def conversation_events(request, pk):
             for frame in await subscription.backlog():
                 yield sse.encode(frame)
             while True:
-                frames = await subscription.next(timeout=settings.SSE_HEARTBEAT_SECONDS)
-                if not frames:
-                    yield sse.comment("heartbeat")
+                left = access.expires_at - time.time()
+                if left <= 0:
+                    yield _final_error("token_expired", "The access token expired; reconnect with a new one.")
+                    return
+                frames = await subscription.next(timeout=min(settings.SSE_HEARTBEAT_SECONDS, left))
                 for frame in frames:
                     yield sse.encode(frame)
+                if frames or time.time() >= access.expires_at:
+                    continue
+                if not await database_sync_to_async(user_still_active)(user.pk):
+                    yield _final_error("not_authenticated", "The user or their tenant is no longer active.")
+                    return
+                yield sse.comment("heartbeat")
         finally:
             await subscription.close()
 

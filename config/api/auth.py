@@ -1,5 +1,7 @@
 """JWT authentication for the entry points DRF does not serve (SSE views, WebSocket)."""
 
+from dataclasses import dataclass
+
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt import authentication
@@ -37,9 +39,18 @@ class JWTAuthentication(authentication.JWTAuthentication):
         return result
 
 
-def user_from_token(raw_token: str | None):
-    """The active user of an active tenant an access token names, or None. Sync: call it
-    through ``database_sync_to_async`` from async code."""
+@dataclass(frozen=True)
+class Access:
+    """Who a valid access token names, and until when (``exp``, seconds since the epoch)."""
+
+    user: object
+    expires_at: float
+
+
+def access_from_token(raw_token: str | None) -> Access | None:
+    """The active user of an active tenant an access token names, with the token's expiry;
+    None when the token is missing, invalid or expired. Sync: call it through
+    ``database_sync_to_async`` from async code."""
     if not raw_token:
         return None
     auth = JWTAuthentication()
@@ -53,7 +64,21 @@ def user_from_token(raw_token: str | None):
     if not user.is_active:
         return None
     _remember(user)
-    return user
+    return Access(user=user, expires_at=float(validated["exp"]))
+
+
+def user_from_token(raw_token: str | None):
+    """The active user of an active tenant an access token names, or None."""
+    access = access_from_token(raw_token)
+    return access.user if access else None
+
+
+def user_still_active(user_id: int) -> bool:
+    """Whether the user and their tenant are both still active: one query. Long-lived
+    connections (WebSocket, SSE) authenticated once call it again while they stay open."""
+    from accounts.models import User
+
+    return User.objects.filter(pk=user_id, is_active=True, tenant__is_active=True).exists()
 
 
 def bearer_token(request) -> str | None:

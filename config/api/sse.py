@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from channels.db import database_sync_to_async
 from django.http import StreamingHttpResponse
 
-from .auth import bearer_token, user_from_token
+from .auth import Access, access_from_token, bearer_token
 from .errors import ApplicationError, error_response
 
 
@@ -37,13 +37,19 @@ def response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
     return result
 
 
+async def access(request) -> Access | None:
+    """The caller and their token's expiry from the bearer token (``Authorization: Bearer``
+    or ``?token=``), or None; the user is also set as ``request.user`` for the request log."""
+    granted = await database_sync_to_async(access_from_token)(bearer_token(request))
+    if granted is not None:
+        request.user = granted.user
+    return granted
+
+
 async def authenticate(request):
-    """The caller from the bearer token, or None (also set as ``request.user`` for the
-    request log)."""
-    user = await database_sync_to_async(user_from_token)(bearer_token(request))
-    if user is not None:
-        request.user = user
-    return user
+    """The caller from the bearer token, or None."""
+    granted = await access(request)
+    return granted.user if granted else None
 
 
 def unauthenticated():
