@@ -97,7 +97,11 @@ def _canonical_json(value) -> str:
         return canonical_number(value)
     if isinstance(value, dict):
         items = sorted((str(key), item) for key, item in value.items())
-        return "{" + ",".join(f"{json.dumps(key, ensure_ascii=False)}:{_canonical_json(item)}" for key, item in items) + "}"
+        return (
+            "{"
+            + ",".join(f"{json.dumps(key, ensure_ascii=False)}:{_canonical_json(item)}" for key, item in items)
+            + "}"
+        )
     if isinstance(value, list | tuple):
         return "[" + ",".join(_canonical_json(item) for item in value) + "]"
     raise TypeError(f"{type(value).__name__} is not JSON (normalize_details first)")

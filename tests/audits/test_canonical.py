@@ -49,14 +49,10 @@ def test_service_records_with_awkward_details_verify_on_postgresql(real_stack, t
 def test_custom_events_with_awkward_details_verify_on_postgresql(real_stack, user):
     api = client_for(user)
     for details in AWKWARD_DETAILS:
-        response = api.post(
-            "/api/v1/audits/", {"action": "custom.report.viewed", "details": details}, format="json"
-        )
+        response = api.post("/api/v1/audits/", {"action": "custom.report.viewed", "details": details}, format="json")
         assert response.status_code == 201, response.content
 
-    assert AuditRecord.objects.filter(tenant=user.tenant, action="custom.report.viewed").count() == len(
-        AWKWARD_DETAILS
-    )
+    assert AuditRecord.objects.filter(tenant=user.tenant, action="custom.report.viewed").count() == len(AWKWARD_DETAILS)
     reread_and_verify(user.tenant)
 
 
