@@ -131,6 +131,28 @@ def _login_failed(*, email: str, reason: str | None = None) -> None:
     )
 
 
+def auth_login_failed(*, email: str, reason: str | None = None) -> None:
+    """Records a failed login made through another door than ``auth_login`` (the admin's
+    login form), exactly as a failed API login: on the account's tenant chain, or the
+    platform chain for an unknown email. ``reason`` defaults to what the account says
+    (``bad_password``, ``inactive``, ``unknown_email``); the admin adds ``not_staff``.
+    Precondition: as ``auth_login``, not inside a transaction rolled back on the failure."""
+    _login_failed(email=(email or "").strip().lower(), reason=reason)
+
+
+def auth_login_recorded(*, user: User, via: str) -> None:
+    """Records a successful login made through another door than ``auth_login`` (``via``:
+    ``admin``); Django's own login already updated ``last_login``."""
+    audit_record(
+        tenant=user.tenant_id,
+        actor=user,
+        action="auth.login",
+        resource_type="user",
+        resource_id=user.pk,
+        details={"via": via},
+    )
+
+
 def auth_login(*, email: str, password: str, request=None) -> tuple[User, TokenPair]:
     """Precondition: not inside a transaction the caller rolls back on error, or the
     failed-login record (committed before the 401 is raised) would be lost with it."""
