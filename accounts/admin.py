@@ -60,7 +60,22 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "tier", "is_active", "created_at"]
     list_filter = ["tier", "is_active"]
     search_fields = ["name", "slug"]
-    prepopulated_fields = {"slug": ["name"]}
+    fields = ["name", "slug", "tier", "is_active", "created_at"]
+    readonly_fields = ["created_at"]
+
+    # Tenants are registered through the API (with their owner and the first records of
+    # their trail) and deactivated, not deleted: their audit trail references them.
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        """Through ``tenant_update``: a tier change or deactivation is audited."""
+        services.tenant_update(
+            tenant=obj, actor=request.user, **{name: getattr(obj, name) for name in form.changed_data}
+        )
 
 
 @admin.register(User)

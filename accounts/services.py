@@ -242,3 +242,34 @@ def user_add(*, actor: User, email: str, password: str, display_name: str, role:
         details={"email": user.email, "role": user.role},
     )
     return user
+
+
+TENANT_STAFF_FIELDS = ("name", "slug", "tier", "is_active")
+
+
+@transaction.atomic
+def tenant_update(*, tenant: Tenant, actor: User, **changes) -> Tenant:
+    """Platform staff change a tenant (name, slug, tier, active): recorded as
+    ``tenant.updated`` on the tenant's own trail with each changed field's old and new
+    value. A tier change takes effect on the tenant's next rate-limit check. Deactivating
+    is how a tenant is removed (its trail references it). Only named fields are written."""
+    stored = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    diff = {
+        name: {"from": getattr(stored, name), "to": value}
+        for name, value in changes.items()
+        if name in TENANT_STAFF_FIELDS and getattr(stored, name) != value
+    }
+    for name, change in diff.items():
+        setattr(stored, name, change["to"])
+        setattr(tenant, name, change["to"])
+    if diff:
+        stored.save(update_fields=sorted(diff))
+        audit_record(
+            tenant=stored.pk,
+            actor=actor,
+            action="tenant.updated",
+            resource_type="tenant",
+            resource_id=stored.pk,
+            details={"changes": diff},
+        )
+    return tenant
