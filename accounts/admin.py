@@ -1,7 +1,58 @@
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import ValidationError
+from django.http import HttpResponse
+from django.utils.html import escape
 
+from config.api.ratelimit import client_ip_usage
+
+from . import services
 from .models import Tenant, User
+
+
+class AuditedAdminAuthenticationForm(AdminAuthenticationForm):
+    """The admin's login form, audited like ``POST /api/v1/auth/token``: a failure is an
+    ``auth.login_failed`` record (reason ``bad_password``, ``inactive``, ``unknown_email``,
+    or ``not_staff`` for a right password on an account that may not use the admin), a
+    success an ``auth.login`` record with ``via: admin``."""
+
+    def clean_username(self):
+        # Emails are stored lower-cased (as the API login looks them up).
+        return (self.cleaned_data.get("username") or "").strip().lower()
+
+    def clean(self):
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            email = self.cleaned_data.get("username") or ""
+            not_staff = self.user_cache is not None and not self.user_cache.is_staff
+            services.auth_login_failed(email=email, reason="not_staff" if not_staff else None)
+            raise
+        if self.user_cache is not None:
+            services.auth_login_recorded(user=self.user_cache, via="admin")
+        return cleaned
+
+
+admin.site.login_form = AuditedAdminAuthenticationForm
+
+
+def admin_login(request, extra_context=None):
+    """``/admin/login/``: each attempt (POST) counts against the client IP's budget shared
+    with the API's auth endpoints (``RATE_LIMIT_AUTH_PER_IP``). Over it, a 429 page with
+    ``Retry-After``, before the form runs: no password is hashed, nothing is recorded."""
+    if request.method == "POST":
+        usage = client_ip_usage(request)
+        request.rate_limit_usage = usage
+        if usage.limited:
+            return usage.apply(
+                HttpResponse(
+                    "<!doctype html><title>Too many login attempts</title>"
+                    f"<h1>Too many login attempts</h1><p>Try again in {escape(usage.retry_after)} seconds.</p>",
+                    status=429,
+                )
+            )
+    return admin.site.login(request, extra_context)
 
 
 @admin.register(Tenant)
@@ -9,7 +60,22 @@ class TenantAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "tier", "is_active", "created_at"]
     list_filter = ["tier", "is_active"]
     search_fields = ["name", "slug"]
-    prepopulated_fields = {"slug": ["name"]}
+    fields = ["name", "slug", "tier", "is_active", "created_at"]
+    readonly_fields = ["created_at"]
+
+    # Tenants are registered through the API (with their owner and the first records of
+    # their trail) and deactivated, not deleted: their audit trail references them.
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        """Through ``tenant_update``: a tier change or deactivation is audited."""
+        services.tenant_update(
+            tenant=obj, actor=request.user, **{name: getattr(obj, name) for name in form.changed_data}
+        )
 
 
 @admin.register(User)

@@ -143,6 +143,28 @@ def _login_failed(*, email: str, reason: str | None = None) -> None:
     )
 
 
+def auth_login_failed(*, email: str, reason: str | None = None) -> None:
+    """Records a failed login made through another door than ``auth_login`` (the admin's
+    login form), exactly as a failed API login: on the account's tenant chain, or the
+    platform chain for an unknown email. ``reason`` defaults to what the account says
+    (``bad_password``, ``inactive``, ``unknown_email``); the admin adds ``not_staff``.
+    Precondition: as ``auth_login``, not inside a transaction rolled back on the failure."""
+    _login_failed(email=(email or "").strip().lower(), reason=reason)
+
+
+def auth_login_recorded(*, user: User, via: str) -> None:
+    """Records a successful login made through another door than ``auth_login`` (``via``:
+    ``admin``); Django's own login already updated ``last_login``."""
+    audit_record(
+        tenant=user.tenant_id,
+        actor=user,
+        action="auth.login",
+        resource_type="user",
+        resource_id=user.pk,
+        details={"via": via},
+    )
+
+
 def auth_login(*, email: str, password: str, request=None) -> tuple[User, TokenPair]:
     """Precondition: not inside a transaction the caller rolls back on error, or the
     failed-login record (committed before the 401 is raised) would be lost with it."""
@@ -324,3 +346,34 @@ def user_add(*, actor: User, email: str, password: str, display_name: str, role:
         details={"email": user.email, "role": user.role},
     )
     return user
+
+
+TENANT_STAFF_FIELDS = ("name", "slug", "tier", "is_active")
+
+
+@transaction.atomic
+def tenant_update(*, tenant: Tenant, actor: User, **changes) -> Tenant:
+    """Platform staff change a tenant (name, slug, tier, active): recorded as
+    ``tenant.updated`` on the tenant's own trail with each changed field's old and new
+    value. A tier change takes effect on the tenant's next rate-limit check. Deactivating
+    is how a tenant is removed (its trail references it). Only named fields are written."""
+    stored = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    diff = {
+        name: {"from": getattr(stored, name), "to": value}
+        for name, value in changes.items()
+        if name in TENANT_STAFF_FIELDS and getattr(stored, name) != value
+    }
+    for name, change in diff.items():
+        setattr(stored, name, change["to"])
+        setattr(tenant, name, change["to"])
+    if diff:
+        stored.save(update_fields=sorted(diff))
+        audit_record(
+            tenant=stored.pk,
+            actor=actor,
+            action="tenant.updated",
+            resource_type="tenant",
+            resource_id=stored.pk,
+            details={"changes": diff},
+        )
+    return tenant

@@ -29,6 +29,7 @@ COLUMNS = [
     "user_agent",
     "prev_hash",
     "hash",
+    "hash_version",
 ]
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 # A spreadsheet runs a cell starting with these as a formula (CSV injection).
@@ -53,6 +54,7 @@ def _row(record) -> dict:
         "user_agent": record.user_agent,
         "prev_hash": record.prev_hash,
         "hash": record.hash,
+        "hash_version": record.hash_version,
     }
 
 

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from accounts.models import Tenant, TenantQuerySet
 
-from .hashing import GENESIS_HASH, content_hash
+from .hashing import GENESIS_HASH, HASH_VERSION, content_hash
 
 PLATFORM_CHAIN_KEY = "platform"
 
@@ -82,6 +82,10 @@ class AuditRecord(models.Model):
     chain_seq = models.PositiveBigIntegerField()
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64)
+    # The canonical form ``hash`` was computed with (audits/hashing.py); records keep the
+    # version they were sealed with. It is part of the hashed content, so changing it
+    # breaks the record like any other edit.
+    hash_version = models.PositiveSmallIntegerField(default=HASH_VERSION)
 
     objects = AuditRecordQuerySet.as_manager()
 
@@ -124,4 +128,5 @@ class AuditRecord(models.Model):
             user_agent=self.user_agent,
             created_at=self.created_at,
             prev_hash=self.prev_hash,
+            version=self.hash_version,
         )

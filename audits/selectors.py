@@ -55,15 +55,48 @@ def audit_export_batches(records: QuerySet[AuditRecord], *, batch_size: int = 10
 
 
 @dataclass(frozen=True)
+class ChainBreak:
+    """One broken link: where (``seq``, the record there if any) and why."""
+
+    seq: int
+    record_id: int | None
+    reason: str
+
+
+# A chain rewritten wholesale breaks at every record; list this many, count the rest.
+MAX_LISTED_BREAKS = 1000
+
+
+@dataclass(frozen=True)
 class ChainReport:
     chain: str
-    ok: bool
     checked: int
     head_seq: int
     head_hash: str
-    broken_seq: int | None = None
-    broken_record_id: int | None = None
-    reason: str = ""
+    breaks: tuple[ChainBreak, ...] = ()
+    # Breaks found beyond MAX_LISTED_BREAKS (not listed).
+    unlisted_breaks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    @property
+    def broken_count(self) -> int:
+        return len(self.breaks) + self.unlisted_breaks
+
+    # The first break, for callers that only show one.
+    @property
+    def broken_seq(self) -> int | None:
+        return self.breaks[0].seq if self.breaks else None
+
+    @property
+    def broken_record_id(self) -> int | None:
+        return self.breaks[0].record_id if self.breaks else None
+
+    @property
+    def reason(self) -> str:
+        return self.breaks[0].reason if self.breaks else ""
 
 
 def audit_chains(*, tenant=None) -> QuerySet[AuditChain]:
@@ -81,47 +114,55 @@ def audit_orphan_tenant_ids() -> list[int | None]:
 
 
 def audit_chain_verify(*, chain: AuditChain, batch_size: int = 2000) -> ChainReport:
-    """Walks the chain from its anchor in ``chain_seq`` order and reports the first broken
-    link: a missing sequence number (a deleted row), a ``prev_hash`` that is not the previous
-    record's hash (deleted or reordered rows), a stored hash that does not match the content
-    (an edited row), a tail that is not the chain head (deleted newest rows), or an anchor
-    that no ``audit.purged`` record names (rows deleted and the anchor moved by hand)."""
+    """Walks the chain from its anchor in ``chain_seq`` order and reports **every** broken
+    link (one false alarm must not hide a real edit): missing sequence numbers (deleted
+    rows), a ``prev_hash`` that is not the previous record's hash (deleted, reordered or
+    re-hashed rows), a stored hash that does not match the content (an edited row), a tail
+    that is not the chain head (deleted newest rows), and an anchor that no
+    ``audit.purged`` record names (rows deleted and the anchor moved by hand).
+
+    After a break the walk goes on from what is stored: the next link is checked against
+    the stored hash of the record before it, and a gap is one break (the record after it
+    is not reported again for its ``prev_hash``)."""
     records = AuditRecord.objects.filter(tenant_id=chain.tenant_id).order_by("chain_seq")
     expected_seq, expected_prev = chain.anchor_seq + 1, chain.anchor_hash
     checked, last_purge = 0, None
+    breaks: list[ChainBreak] = []
+    unlisted = 0
 
     def broken(record, reason, seq=None):
-        return ChainReport(
-            chain=chain.key,
-            ok=False,
-            checked=checked,
-            head_seq=chain.last_seq,
-            head_hash=chain.last_hash,
-            broken_seq=seq if seq is not None else record.chain_seq,
-            broken_record_id=record.pk if record is not None else None,
-            reason=reason,
+        nonlocal unlisted
+        if len(breaks) >= MAX_LISTED_BREAKS:
+            unlisted += 1
+            return
+        breaks.append(
+            ChainBreak(
+                seq=seq if seq is not None else record.chain_seq,
+                record_id=record.pk if record is not None else None,
+                reason=reason,
+            )
         )
 
-    below_anchor = records.filter(chain_seq__lte=chain.anchor_seq).first()
-    if below_anchor is not None:
-        return broken(below_anchor, f"record below the anchor (seq {chain.anchor_seq}) is still present")
-    for record in records.iterator(chunk_size=batch_size):
+    for below_anchor in records.filter(chain_seq__lte=chain.anchor_seq):
+        broken(below_anchor, f"record below the anchor (seq {chain.anchor_seq}) is still present")
+    for record in records.filter(chain_seq__gt=chain.anchor_seq).iterator(chunk_size=batch_size):
         if record.chain_seq != expected_seq:
-            return broken(
-                record,
-                f"record seq {expected_seq} is missing (next present is {record.chain_seq})",
-                seq=expected_seq,
+            missing = (
+                f"record seq {expected_seq} is missing"
+                if record.chain_seq == expected_seq + 1
+                else f"records seq {expected_seq} to {record.chain_seq - 1} are missing"
             )
-        if record.prev_hash != expected_prev:
-            return broken(record, "prev_hash does not match the previous record's hash")
+            broken(record, f"{missing} (next present is {record.chain_seq})", seq=expected_seq)
+        elif record.prev_hash != expected_prev:
+            broken(record, "prev_hash does not match the previous record's hash")
         if record.compute_hash() != record.hash:
-            return broken(record, "content does not match its hash (record edited)")
+            broken(record, "content does not match its hash (record edited)")
         if record.action == "audit.purged":
             last_purge = record
         expected_seq, expected_prev = record.chain_seq + 1, record.hash
         checked += 1
     if expected_seq - 1 != chain.last_seq or expected_prev != chain.last_hash:
-        return broken(
+        broken(
             None,
             f"chain ends at seq {expected_seq - 1} but its head says {chain.last_seq} (newest records deleted)",
             seq=expected_seq,
@@ -129,12 +170,19 @@ def audit_chain_verify(*, chain: AuditChain, batch_size: int = 2000) -> ChainRep
     if chain.anchor_seq or chain.anchor_hash != GENESIS_HASH:
         details = last_purge.details if last_purge is not None else {}
         if details.get("through_seq") != chain.anchor_seq or details.get("through_hash") != chain.anchor_hash:
-            return broken(
+            broken(
                 last_purge,
                 "the chain's anchor is not the one its latest audit.purged record names",
                 seq=chain.anchor_seq,
             )
-    return ChainReport(chain=chain.key, ok=True, checked=checked, head_seq=chain.last_seq, head_hash=chain.last_hash)
+    return ChainReport(
+        chain=chain.key,
+        checked=checked,
+        head_seq=chain.last_seq,
+        head_hash=chain.last_hash,
+        breaks=tuple(breaks),
+        unlisted_breaks=unlisted,
+    )
 
 
 def audit_chain_verify_all(*, tenant=None) -> Iterator[ChainReport]:

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from config.api.fields import MAX_ID
 
+from .hashing import details_problem
 from .models import AuditRecord
 
 MAX_DETAILS_BYTES = 16 * 1024
@@ -33,6 +34,7 @@ class AuditRecordSerializer(serializers.ModelSerializer):
             "chain_seq",
             "prev_hash",
             "hash",
+            "hash_version",
         ]
         read_only_fields = fields
 
@@ -55,8 +57,9 @@ class AuditRecordCreateSerializer(serializers.Serializer):
         encoded = json.dumps(value)
         if len(encoded.encode()) > MAX_DETAILS_BYTES:
             raise serializers.ValidationError(f"At most {MAX_DETAILS_BYTES} bytes of JSON.")
-        if "\\u0000" in encoded:
-            raise serializers.ValidationError("Null characters are not allowed.")
+        problem = details_problem(value)
+        if problem:
+            raise serializers.ValidationError(f"Cannot be stored: {problem}.")
         return value
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from config.api.context import client_ip_var, request_id_var, user_agent_var
 from config.api.errors import ApplicationError
 
-from .hashing import normalize_details
+from .hashing import HASH_VERSION, normalize_details
 from .models import AuditChain, AuditRecord, chain_key
 
 CUSTOM_ACTION_PREFIX = "custom."
@@ -91,6 +91,7 @@ def _append(
             created_at=timezone.now(),
             chain_seq=seq,
             prev_hash=prev_hash,
+            hash_version=HASH_VERSION,
         )
         record.hash = record.compute_hash()
         record.save(force_insert=True)

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.admin import admin_login
 from chat.urls import legacy_urlpatterns as legacy_chat_urls
 from config.api import health
 
@@ -22,6 +23,8 @@ urlpatterns = [
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema", throttle_classes=[]), name="swagger-ui"),
     path("api/v1/", include(api_v1)),
     path("api/", include(legacy_chat_urls)),
+    # The admin login counts attempts per client IP (same budget as /api/v1/auth/token).
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("", TemplateView.as_view(template_name="chat/index.html"), name="chat-page"),
 ]

@@ -68,8 +68,10 @@ def conversation_create(
 def check_can_manage(*, conversation: Conversation, user) -> None:
     """Only the owner, or an owner/admin of the tenant, may change or delete a
     conversation. Callers have already checked that ``user`` can see it (a stranger gets
-    404 from the selector), so a participant gets 403 here."""
-    if conversation.owner_id != user.pk and not user.is_tenant_admin:
+    404 from the selector), so a participant gets 403 here. Platform staff (``is_staff``)
+    act through the admin, which has checked their Django permissions already; the API
+    never shows them another tenant's conversations (selectors scope by tenant)."""
+    if conversation.owner_id != user.pk and not user.is_tenant_admin and not user.is_staff:
         raise Forbidden("Only the conversation's owner or a tenant admin may change or delete it.")
 
 
@@ -83,7 +85,7 @@ def conversation_update(*, conversation: Conversation, user, **changes) -> Conve
     conversation.updated_at = timezone.now()
     conversation.save(update_fields=[*fields, "updated_at"])
     audit_record(
-        tenant=user.tenant,
+        tenant=conversation.tenant_id,  # the conversation's trail, also when staff act in the admin
         actor=user,
         action="conversation.updated",
         resource_type="conversation",
@@ -96,10 +98,10 @@ def conversation_update(*, conversation: Conversation, user, **changes) -> Conve
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation, user) -> None:
     check_can_manage(conversation=conversation, user=user)
-    conversation_id = conversation.pk
+    conversation_id, tenant_id = conversation.pk, conversation.tenant_id
     conversation.delete()
     audit_record(
-        tenant=user.tenant,
+        tenant=tenant_id,
         actor=user,
         action="conversation.deleted",
         resource_type="conversation",
@@ -253,3 +255,30 @@ def conversation_markdown(*, conversation: Conversation, messages) -> str:
             lines.append(f"> tool `{call.get('name')}` {json.dumps(call.get('arguments'), ensure_ascii=False)}")
         lines.append("")
     return "\n".join(lines)
+
+
+REDACTED_CONTENT = "[redacted]"
+
+
+@transaction.atomic
+def message_redact(*, message: Message, actor) -> Message:
+    """Platform staff remove a message's content (abuse, a takedown, personal data): the
+    content becomes ``[redacted]`` and its attachments go; the message keeps its ``seq``,
+    role, sender and time, so the conversation's order and every client's resume point
+    stay valid. Recorded as ``message.redacted`` on the conversation's tenant trail with
+    what was removed (its size), never the content itself. Clients that already hold the
+    message are not told (there is no event for it yet)."""
+    message = Message.objects.select_for_update().get(pk=message.pk)
+    removed = len(message.content)
+    message.content = REDACTED_CONTENT
+    message.attachments = []
+    message.save(update_fields=["content", "attachments"])
+    audit_record(
+        tenant=message.tenant_id,
+        actor=actor,
+        action="message.redacted",
+        resource_type="message",
+        resource_id=message.pk,
+        details={"conversation_id": message.conversation_id, "seq": message.seq, "chars_removed": removed},
+    )
+    return message

@@ -128,6 +128,38 @@ def test_one_broken_tenant_does_not_hide_the_others(tenant, chain):
     assert f"ok tenant:{healthy.id}" in only_healthy and "BROKEN" not in only_healthy
 
 
+def test_every_broken_link_is_listed_not_only_the_first(tenant):
+    chain = make_records(tenant, 8)
+    # A first edit (say, one a false alarm would explain away) must not hide a second one.
+    AuditRecord.objects.filter(pk=chain[1].pk).update(details={"rewritten": True})
+    AuditRecord.objects.filter(pk=chain[5].pk).update(action="harmless.thing")
+
+    out = verify_broken()
+
+    broken = [line for line in out.splitlines() if line.startswith("BROKEN")]
+    assert broken == [
+        f"BROKEN tenant:{tenant.id} at seq 2 (record id {chain[1].id}): content does not match its hash (record edited)",
+        f"BROKEN tenant:{tenant.id} at seq 6 (record id {chain[5].id}): content does not match its hash (record edited)",
+    ]
+    assert f"tenant:{tenant.id}: 2 broken link(s) in 8 records" in out
+
+
+def test_a_deleted_row_and_a_later_edit_are_both_listed(tenant):
+    chain = make_records(tenant, 6)
+    AuditRecord.objects.filter(pk=chain[1].pk).delete()
+    forged = AuditRecord.objects.get(pk=chain[4].pk)
+    forged.actor_label = "someone-else@example.com"
+    forged.hash = forged.compute_hash()
+    AuditRecord.objects.filter(pk=forged.pk).update(actor_label=forged.actor_label, hash=forged.hash)
+
+    out = verify_broken()
+
+    assert f"at seq 2 (record id {chain[2].id}): record seq 2 is missing (next present is 3)" in out
+    assert f"at seq 6 (record id {chain[5].id}): prev_hash does not match" in out
+    # The link after the gap is reported once, as the gap, not again as a prev_hash mismatch.
+    assert out.count("BROKEN") == 2
+
+
 def test_unknown_tenant_option_is_an_error():
     with pytest.raises(CommandError, match="No tenant"):
         call_command("verify_audit_chain", "--tenant", "nope", stdout=io.StringIO())

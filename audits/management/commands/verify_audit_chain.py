@@ -8,7 +8,7 @@ from ._tenants import tenant_from_option
 class Command(BaseCommand):
     help = (
         "Verifies the audit hash chains (every tenant's and the platform's, or one tenant's) and "
-        "reports the first broken link of each. Exits non-zero when a chain is broken. Record the "
+        "lists every broken link of each, with why. Exits non-zero when a chain is broken. Record the "
         "printed head hashes elsewhere to also detect a rewrite of a whole chain."
     )
 
@@ -25,9 +25,15 @@ class Command(BaseCommand):
                 )
             else:
                 failures += 1
+                for link in report.breaks:
+                    self.stdout.write(
+                        f"BROKEN {report.chain} at seq {link.seq} (record id {link.record_id}): {link.reason}"
+                    )
+                if report.unlisted_breaks:
+                    self.stdout.write(f"BROKEN {report.chain}: {report.unlisted_breaks} more broken link(s) not listed")
                 self.stdout.write(
-                    f"BROKEN {report.chain} at seq {report.broken_seq}"
-                    f" (record id {report.broken_record_id}): {report.reason}"
+                    f"{report.chain}: {report.broken_count} broken link(s) in {report.checked} records,"
+                    f" head seq {report.head_seq} hash {report.head_hash}"
                 )
         if tenant is None:
             for tenant_id in selectors.audit_orphan_tenant_ids():

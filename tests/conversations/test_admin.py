@@ -1,0 +1,136 @@
+"""Writes through the admin are audited like any other: through the real admin pages, as a
+staff user, the record lands on the conversation's tenant chain with the staff actor."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from audits.models import AuditChain, AuditRecord
+from audits.selectors import audit_chain_verify
+from conversations.models import Conversation, Message
+from tests.accounts.factories import TenantFactory, UserFactory
+from tests.conversations.factories import ConversationFactory, add_messages
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(
+        email="ops@example.com", tenant=TenantFactory(slug="operators"), is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def admin_client(staff):
+    client = Client(REMOTE_ADDR="10.2.0.1", HTTP_X_REQUEST_ID="admin-req-1")
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def conversation(db):
+    conversation = ConversationFactory(title="Before")
+    add_messages(conversation, 2)
+    return conversation
+
+
+def change_form(conversation, **fields):
+    messages = list(conversation.messages.order_by("seq"))
+    data = {
+        "title": conversation.title,
+        "status": conversation.status,
+        "metadata": json.dumps(conversation.metadata),
+        "messages-TOTAL_FORMS": str(len(messages)),
+        "messages-INITIAL_FORMS": str(len(messages)),
+        "messages-MIN_NUM_FORMS": "0",
+        "messages-MAX_NUM_FORMS": "1000",
+    }
+    for i, message in enumerate(messages):
+        data[f"messages-{i}-id"] = str(message.pk)
+        data[f"messages-{i}-conversation"] = str(conversation.pk)
+    data.update(fields)
+    return data
+
+
+def the_record(action, **filters):
+    return AuditRecord.objects.get(action=action, **filters)
+
+
+def assert_chain_ok(tenant_id):
+    assert audit_chain_verify(chain=AuditChain.objects.get(tenant_id=tenant_id)).ok
+
+
+def test_conversation_change_in_the_admin_is_audited(admin_client, staff, conversation):
+    url = f"/admin/conversations/conversation/{conversation.pk}/change/"
+
+    response = admin_client.post(url, change_form(conversation, title="After", status="archived"))
+
+    assert response.status_code == 302, response.content
+    conversation.refresh_from_db()
+    assert (conversation.title, conversation.status) == ("After", "archived")
+    record = the_record("conversation.updated", resource_id=str(conversation.pk))
+    assert record.tenant_id == conversation.tenant_id  # the tenant's own trail, not the staff's
+    assert (record.actor_id, record.actor_label) == (staff.pk, "ops@example.com")
+    assert record.details == {"fields": ["status", "title"]}
+    assert (record.request_id, record.ip) == ("admin-req-1", "10.2.0.1")
+    assert_chain_ok(conversation.tenant_id)
+
+
+def test_conversation_delete_in_the_admin_is_audited(admin_client, staff, conversation):
+    url = f"/admin/conversations/conversation/{conversation.pk}/delete/"
+
+    response = admin_client.post(url, {"post": "yes"})
+
+    assert response.status_code == 302, response.content
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+    record = the_record("conversation.deleted", resource_id=str(conversation.pk))
+    assert (record.tenant_id, record.actor_id) == (conversation.tenant_id, staff.pk)
+
+
+def test_bulk_delete_of_conversations_audits_each(admin_client, staff):
+    conversations = [ConversationFactory(), ConversationFactory()]
+    add_messages(conversations[0], 1)
+
+    response = admin_client.post(
+        "/admin/conversations/conversation/",
+        {"action": "delete_selected", "_selected_action": [c.pk for c in conversations], "post": "yes"},
+    )
+
+    assert response.status_code == 302, response.content
+    assert not Conversation.objects.filter(pk__in=[c.pk for c in conversations]).exists()
+    records = AuditRecord.objects.filter(action="conversation.deleted", actor_id=staff.pk)
+    assert sorted(r.resource_id for r in records) == sorted(str(c.pk) for c in conversations)
+
+
+def test_messages_cannot_be_edited_added_or_deleted_in_the_admin(admin_client, conversation):
+    message = conversation.messages.order_by("seq").first()
+    base = "/admin/conversations/message/"
+
+    edit = admin_client.post(f"{base}{message.pk}/change/", {"content": "rewritten", "status": "read"})
+    delete = admin_client.post(f"{base}{message.pk}/delete/", {"post": "yes"})
+    add = admin_client.get(f"{base}add/")
+
+    assert edit.status_code == 403 and delete.status_code == 403 and add.status_code == 403
+    message.refresh_from_db()
+    assert message.content == "message 0"
+    assert admin_client.get(f"{base}{message.pk}/change/").status_code == 200  # still viewable
+
+
+def test_redacting_a_message_in_the_admin_is_audited_and_keeps_its_seq(admin_client, staff, conversation):
+    message = conversation.messages.order_by("seq").last()
+
+    response = admin_client.post(
+        "/admin/conversations/message/", {"action": "redact_content", "_selected_action": [message.pk]}
+    )
+
+    assert response.status_code == 302, response.content
+    message.refresh_from_db()
+    assert message.content == "[redacted]" and message.seq == 2 and message.attachments == []
+    record = the_record("message.redacted", resource_id=str(message.pk))
+    assert (record.tenant_id, record.actor_id) == (conversation.tenant_id, staff.pk)
+    # The trail says what happened, not what was removed.
+    assert record.details == {"conversation_id": conversation.pk, "seq": 2, "chars_removed": len("message 1")}
+    assert Message.objects.filter(conversation=conversation).count() == 2
+    assert_chain_ok(conversation.tenant_id)
