@@ -3,6 +3,7 @@ import json
 from rest_framework import serializers
 
 from config.api.fields import MAX_ID, StrictCharField
+from config.api.parsers import InvalidJSON, check_value
 
 from .models import AuditRecord
 
@@ -55,8 +56,12 @@ class AuditRecordCreateSerializer(serializers.Serializer):
         encoded = json.dumps(value)
         if len(encoded.encode()) > MAX_DETAILS_BYTES:
             raise serializers.ValidationError(f"At most {MAX_DETAILS_BYTES} bytes of JSON.")
-        if "\\u0000" in encoded:
-            raise serializers.ValidationError("Null characters are not allowed.")
+        try:
+            # Also run by the parser on JSON bodies; here for values that come another way.
+            # (Searching the dump for "\\u0000" also refused a literal backslash-u0000 text.)
+            check_value(value)
+        except InvalidJSON as exc:
+            raise serializers.ValidationError(str(exc.detail).removeprefix("Invalid JSON: ")) from None
         return value
 
 

@@ -9,11 +9,13 @@ import base64
 import pytest
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
+from rest_framework.exceptions import ParseError
 from rest_framework.test import APIClient
 
 from accounts.models import Tenant, User
 from audits.models import AuditRecord
 from chat.models import AgentRun, Task
+from config.api import parsers
 from config.api.models import IdempotencyKey
 from config.api.parsers import MAX_JSON_DEPTH
 from conversations.models import Conversation, Message
@@ -115,19 +117,33 @@ def test_nesting_up_to_the_bound_is_accepted(auth_api):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("body", "stored"),
+    "body",
     [
-        ('{"n": 1e16, "f": 0.1, "big": 123456789012345678901234567890}', None),
-        ('{"n": -1.5e300, "emoji": "\\ud83d\\ude00", "text": "caf\\u00e9"}', None),
+        '{"n": 1e16, "f": 0.1, "big": 123456789012345678901234567890}',
+        '{"n": -1.5e300, "emoji": "\\ud83d\\ude00", "text": "caf\\u00e9", "escaped": "\\\\u0000"}',
     ],
 )
-def test_valid_numbers_and_surrogate_pairs_are_accepted(auth_api, body, stored):
+def test_valid_numbers_and_surrogate_pairs_are_accepted(auth_api, body):
     response = auth_api.post(
         "/api/v1/audits", f'{{"action": "custom.numbers", "details": {body}}}', content_type="application/json"
     )
 
     assert response.status_code == 201, response.content
     assert AuditRecord.objects.filter(action="custom.numbers").count() == 1
+
+
+@pytest.mark.parametrize("fragment", BAD_FRAGMENTS.values(), ids=BAD_FRAGMENTS.keys())
+def test_loads_raises_a_parse_error_with_a_clear_message(fragment):
+    # The function the WebSocket consumer calls: a ParseError (400 parse_error), nothing else.
+    with pytest.raises(ParseError) as raised:
+        parsers.loads(f'{{"data": {fragment}}}'.encode())
+
+    assert str(raised.value.detail).startswith("Invalid JSON: ")
+
+
+def test_loads_names_where_the_bad_string_is():
+    with pytest.raises(ParseError, match=r"\['a'\]\[0\]\['b'\] contains a NUL"):
+        parsers.loads('{"a": [{"b": "x\\u0000"}]}')
 
 
 # ----------------------------------------------------------------- strings in typed fields
@@ -302,3 +318,35 @@ def test_bad_query_strings_are_400_validation_errors(auth_api, conversation, pat
     response = auth_api.get(path.format(conversation_id=conversation.pk), params)
 
     assert_envelope(response, 400, "validation_error")
+
+
+@pytest.mark.django_db
+def test_datetimes_past_the_calendar_are_400(auth_api):
+    auth_api.raise_request_exception = False
+
+    response = auth_api.get("/api/v1/audits", {"since": "9999-12-31T23:59:59-05:00"})
+
+    assert_envelope(response, 400, "validation_error")
+
+
+HUGE_ID = "9" * 25
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/v1/conversations/{HUGE_ID}",
+        f"/api/v1/conversations/{HUGE_ID}/messages",
+        f"/api/v1/conversations/{HUGE_ID}/turns",
+        f"/api/v1/tasks/{HUGE_ID}",
+        f"/api/v1/audits/{HUGE_ID}",
+        f"/api/v1/users/{HUGE_ID}",
+    ],
+)
+def test_ids_past_bigint_in_the_path_are_not_found(auth_api, path):
+    auth_api.raise_request_exception = False
+
+    response = auth_api.get(path)
+
+    assert_envelope(response, 404, "not_found")
