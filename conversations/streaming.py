@@ -6,6 +6,7 @@ from django.views.decorators.http import require_GET
 
 from config.api import sse
 from config.api.errors import ApplicationError, error_response
+from config.api.fields import MAX_ID
 from config.api.ratelimit import alimit_request
 
 from . import selectors
@@ -19,7 +20,7 @@ def resume_point(request) -> int | None:
     if raw in (None, ""):
         return None
     value = int(raw)
-    if value < 0:
+    if not 0 <= value <= MAX_ID:  # past bigint it names no message (SQLite: OverflowError)
         raise ValueError(raw)
     return value
 
@@ -34,7 +35,9 @@ async def conversation_events(request, pk):
     try:
         after_seq = resume_point(request)
     except ValueError:
-        return error_response(400, "validation_error", "after_seq / Last-Event-ID must be a whole number >= 0.")
+        return error_response(
+            400, "validation_error", "after_seq / Last-Event-ID must be a whole number from 0 to 2^63-1."
+        )
     try:
         conversation = await database_sync_to_async(selectors.conversation_get)(
             tenant=user.tenant_id, user=user, conversation_id=pk

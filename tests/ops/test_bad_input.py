@@ -350,3 +350,25 @@ def test_ids_past_bigint_in_the_path_are_not_found(auth_api, path):
     response = auth_api.get(path)
 
     assert_envelope(response, 404, "not_found")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("header", [True, False])
+async def test_event_stream_resume_point_past_bigint_is_400(header):
+    user = await database_sync_to_async(UserFactory)()
+    conversation = await database_sync_to_async(ConversationFactory)(owner=user)
+    headers = {"Authorization": f"Bearer {await access_token(user)}"}
+    url = f"/api/v1/conversations/{conversation.pk}/events"
+    if header:
+        headers["Last-Event-ID"] = "9" * 25
+    else:
+        url += "?after_seq=" + "9" * 25
+
+    response = await AsyncClient().get(url, headers=headers)
+
+    try:
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "validation_error"
+    finally:
+        if response.streaming:
+            await response.aclose() if hasattr(response, "aclose") else response.close()
