@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from config.api.fields import StrictCharField
+
 from .models import Tenant, User
 
 
@@ -19,18 +21,18 @@ class UserSerializer(serializers.ModelSerializer):
 
 class RegisterSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(write_only=True, max_length=128, trim_whitespace=False)
-    display_name = serializers.CharField(max_length=150)
-    tenant_name = serializers.CharField(max_length=200)
+    password = StrictCharField(write_only=True, max_length=128, trim_whitespace=False)
+    display_name = StrictCharField(max_length=150)
+    tenant_name = StrictCharField(max_length=200)
 
 
 class LoginSerializer(serializers.Serializer):
     email = serializers.CharField(max_length=254)
-    password = serializers.CharField(write_only=True, max_length=128, trim_whitespace=False)
+    password = StrictCharField(write_only=True, max_length=128, trim_whitespace=False)
 
 
 class RefreshSerializer(serializers.Serializer):
-    refresh = serializers.CharField()
+    refresh = StrictCharField()
 
 
 class TokenPairSerializer(serializers.Serializer):
@@ -45,8 +47,8 @@ class RegisteredSerializer(TokenPairSerializer):
 
 class UserCreateSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(write_only=True, max_length=128, trim_whitespace=False)
-    display_name = serializers.CharField(max_length=150)
+    password = StrictCharField(write_only=True, max_length=128, trim_whitespace=False)
+    display_name = StrictCharField(max_length=150)
     role = serializers.ChoiceField(choices=User.Role.choices, default=User.Role.MEMBER)
 
 

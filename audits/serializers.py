@@ -2,7 +2,7 @@ import json
 
 from rest_framework import serializers
 
-from config.api.fields import MAX_ID
+from config.api.fields import MAX_ID, StrictCharField
 
 from .hashing import details_problem
 from .models import AuditRecord
@@ -49,8 +49,8 @@ class AuditRecordCreateSerializer(serializers.Serializer):
             "invalid": "Custom actions are dotted lower-case names under 'custom.', e.g. custom.report.viewed."
         },
     )
-    resource_type = serializers.CharField(max_length=50, required=False, default="", allow_blank=True)
-    resource_id = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    resource_type = StrictCharField(max_length=50, required=False, default="", allow_blank=True)
+    resource_id = StrictCharField(max_length=64, required=False, default="", allow_blank=True)
     details = serializers.DictField(required=False, default=dict)
 
     def validate_details(self, value):

@@ -17,7 +17,6 @@ conversation's group and the ``WEBSOCKET_CONNECTIONS`` gauge.
 """
 
 import asyncio
-import json
 import logging
 import time
 from urllib.parse import parse_qs
@@ -27,7 +26,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework import serializers
 
-from config.api import metrics
+from config.api import metrics, parsers
 from config.api.auth import access_from_token, user_still_active
 from config.api.errors import ApplicationError, Forbidden, NotFound, validation_message
 from config.api.ratelimit import atenant_usage
@@ -59,9 +58,11 @@ def decode_frame(text_data: str | None, bytes_data: bytes | None):
     if text_data is None:
         raise InvalidFrame("Frames are JSON text; binary frames are not accepted.")
     try:
-        return json.loads(text_data)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidFrame("The frame is not valid JSON.") from exc
+        # The REST bodies' strict loader: no NUL, lone surrogates, non-finite numbers or
+        # deep nesting reach a handler (PostgreSQL refuses the first three).
+        return parsers.loads(text_data)
+    except parsers.InvalidJSON as exc:
+        raise InvalidFrame(str(exc.detail)) from exc
 
 
 class MessageReadFrameSerializer(serializers.Serializer):

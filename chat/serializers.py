@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from config.api.fields import ObjectIdField, StrictCharField
 from conversations.models import MAX_MESSAGE_CHARS
 from conversations.serializers import MessageSerializer
 
@@ -7,8 +8,9 @@ from .models import AgentRun, Task
 
 
 class ChatRequestSerializer(serializers.Serializer):
-    message = serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
-    conversation_id = serializers.IntegerField(required=False, allow_null=True, default=None)
+    message = StrictCharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
+    # The legacy contract says a positive integer: 0 and -1 are a client bug (400), not "not found".
+    conversation_id = ObjectIdField(required=False, allow_null=True, default=None)
 
     def validate_message(self, value):
         if not value.strip():
@@ -82,7 +84,7 @@ class TaskSerializer(serializers.ModelSerializer):
 
 
 class TaskWriteSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=500, required=False)
+    title = StrictCharField(max_length=500, required=False)
     completed = serializers.BooleanField(required=False)
 
     def validate(self, attrs):

@@ -1,7 +1,6 @@
 """``POST /api/v1/chat/stream``: one chat turn answered as server-sent events."""
 
 import asyncio
-import json
 import threading
 
 from channels.db import database_sync_to_async
@@ -9,7 +8,7 @@ from django.conf import settings
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from config.api import sse
+from config.api import parsers, sse
 from config.api.errors import ApplicationError, error_response, validation_error_response
 from config.api.ratelimit import alimit_request
 from conversations.events import event_frame
@@ -31,10 +30,10 @@ async def chat_stream(request):
     if (refused := await alimit_request(request, user=user)) is not None:
         return refused
     try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return error_response(400, "parse_error", "The body is not valid JSON.")
-    data = ChatRequestSerializer(data=body if isinstance(body, dict) else {})
+        body = parsers.loads(request.body or b"{}")
+    except parsers.InvalidJSON as exc:
+        return error_response(400, "parse_error", str(exc.detail))
+    data = ChatRequestSerializer(data=body)
     if not data.is_valid():
         return validation_error_response(data.errors)
     try:

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from config.api.fields import MAX_ID
+from config.api.fields import MAX_ID, StrictCharField
 
 from .models import MAX_MESSAGE_CHARS, Conversation, Message
 
@@ -30,7 +30,7 @@ class ConversationSerializer(serializers.ModelSerializer):
 
 
 class ConversationCreateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    title = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
     channel = serializers.ChoiceField(choices=Conversation.Channel.choices, default=Conversation.Channel.API)
     metadata = serializers.JSONField(required=False, default=dict)
     participant_ids = serializers.ListField(
@@ -44,7 +44,7 @@ class ConversationCreateSerializer(serializers.Serializer):
 
 
 class ConversationUpdateSerializer(serializers.Serializer):
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    title = StrictCharField(max_length=200, required=False, allow_blank=True)
     status = serializers.ChoiceField(choices=Conversation.Status.choices, required=False)
     metadata = serializers.JSONField(required=False)
 
@@ -78,9 +78,9 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class MessageCreateSerializer(serializers.Serializer):
-    content = serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
+    content = StrictCharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
     attachments = serializers.ListField(child=serializers.JSONField(), required=False, default=list)
-    client_message_id = serializers.CharField(max_length=100, required=False, allow_null=True, default=None)
+    client_message_id = StrictCharField(max_length=100, required=False, allow_null=True, default=None)
 
     def validate_content(self, value):
         if not value.strip():
@@ -89,7 +89,7 @@ class MessageCreateSerializer(serializers.Serializer):
 
 
 class MessageListQuerySerializer(serializers.Serializer):
-    after_seq = serializers.IntegerField(min_value=0, required=False)
+    after_seq = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
 
 
 class ConversationListQuerySerializer(serializers.Serializer):

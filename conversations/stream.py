@@ -14,6 +14,8 @@ import asyncio
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
+from config.api.fields import MAX_ID
+
 from .events import event_frame, group_name
 from .models import Conversation, Message
 from .services import message_event_data, message_event_type
@@ -69,7 +71,10 @@ def parse_resume_point(raw: str | None) -> int | None:
         return None
     if not raw.isascii() or not raw.isdigit():
         raise ValueError(raw)
-    return int(raw)
+    value = int(raw)
+    if value > MAX_ID:  # past bigint it names no message (SQLite: OverflowError)
+        raise ValueError(raw)
+    return value
 
 
 def current_last_seq(conversation_id: int) -> int:

@@ -43,7 +43,9 @@ async def conversation_events(request, pk):
     try:
         after_seq = resume_point(request)
     except ValueError:
-        return error_response(400, "validation_error", "after_seq / Last-Event-ID must be a whole number >= 0.")
+        return error_response(
+            400, "validation_error", "after_seq / Last-Event-ID must be a whole number from 0 to 2^63-1."
+        )
     try:
         conversation = await database_sync_to_async(selectors.conversation_get)(
             tenant=user.tenant_id, user=user, conversation_id=pk

@@ -5,11 +5,11 @@ shape (``{"error": {code, message, details, request_id}}``, see ``config.api.err
 postprocessing hook adds it as the ``ErrorEnvelope`` component and, per operation, the statuses
 the contract says it can answer with:
 
-- 400 validation, when the operation takes a body or query/header parameters;
+- 400 validation, when the operation takes a body or query/header parameters (a body that
+  is not strict JSON is ``parse_error``, a forged ``?cursor=`` is ``invalid_cursor``);
 - 401 unauthenticated, everywhere (a missing, bad or expired bearer token, or bad credentials);
 - 403 forbidden, on operations that need a token (roles, another user's path);
-- 404 not found, when the path names an object (also another tenant's), for a cursor that is
-  not one of ours (DRF's CursorPagination answers 404 "Invalid cursor"), and on the chat
+- 404 not found, when the path names an object (also another tenant's), and on the chat
   operations, whose body may name an unknown or foreign conversation;
 - 413 too large, when the operation takes a body;
 - 409 conflict and 422 mismatch, on operations taking an ``Idempotency-Key``;
@@ -36,7 +36,7 @@ ERROR_SCHEMA = {
 }
 
 DESCRIPTIONS = {
-    "400": "Validation error",
+    "400": "Validation error (validation_error), body not strict JSON (parse_error), or a forged cursor (invalid_cursor)",
     "401": "Unauthenticated",
     "403": "Forbidden",
     "404": "Not found",
@@ -63,7 +63,7 @@ def _error_statuses(operation: dict) -> list[str]:
         statuses.append("400")
     if any(requirement for requirement in operation.get("security", [])):
         statuses.append("403")
-    if any(p["in"] == "path" or (p["in"] == "query" and p["name"] == "cursor") for p in parameters):
+    if any(p["in"] == "path" for p in parameters):
         statuses.append("404")
     if has_body:
         statuses.append("413")

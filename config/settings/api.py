@@ -4,7 +4,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.auth.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Strict JSON (config/api/parsers.py): NUL, lone surrogates, NaN/overflow, deep nesting are 400.
+    "DEFAULT_PARSER_CLASSES": ["config.api.parsers.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.api.pagination.CursorPagination",
     # Per-tenant (authenticated) and per-IP (anonymous) limits; see config/api/ratelimit.py.
     "DEFAULT_THROTTLE_CLASSES": ["config.api.ratelimit.TenantRateThrottle"],

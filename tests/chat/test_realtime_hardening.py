@@ -185,6 +185,32 @@ async def test_non_json_and_binary_frames_answer_invalid_frame_and_keep_the_conn
     await comm.disconnect()
 
 
+async def test_frames_postgresql_cannot_store_are_refused_and_store_nothing():
+    """The REST bodies' strict loader decodes frames too: a NUL character, a lone surrogate
+    or an overflowing number is an invalid_frame error, not a handler that fails in the
+    database; nothing is stored and the connection stays."""
+    user, conversation = await listener()
+    comm = await communicator(user, conversation.id)
+    await connected(comm)
+    before = await database_sync_to_async(Message.objects.filter(conversation=conversation).count)()
+
+    replies = []
+    for text in (
+        '{"type": "message.send", "content": "a\\u0000b"}',
+        '{"type": "message.send", "content": "\\ud800"}',
+        '{"type": "message.send", "content": "x", "attachments": [{"n": 1e400}]}',
+    ):
+        await comm.send_to(text_data=text)
+        replies.append(await comm.receive_json_from(timeout=5))
+
+    for frame in replies:
+        assert frame["type"] == "error" and frame["data"]["code"] == "invalid_frame", frame
+    assert "NUL" in replies[0]["data"]["message"]
+    after = await database_sync_to_async(Message.objects.filter(conversation=conversation).count)()
+    assert after == before
+    await comm.disconnect()
+
+
 # ---------------------------------------------------------------- no resume point: live only
 
 

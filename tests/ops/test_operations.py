@@ -226,5 +226,6 @@ def test_schema_documents_the_error_envelope_and_error_statuses(api):
     create = schema["paths"]["/api/v1/conversations/"]["post"]["responses"]
     assert {"201", "400", "401", "409", "413", "422", "429"} <= set(create)
     assert "403" not in schema["paths"]["/api/v1/auth/register/"]["post"]["responses"]
-    assert "404" in schema["paths"]["/api/v1/conversations/"]["get"]["responses"]  # a bad cursor
+    listing = schema["paths"]["/api/v1/conversations/"]["get"]["responses"]
+    assert "400" in listing and "404" not in listing  # a forged cursor is 400 invalid_cursor
     assert "404" in schema["paths"]["/api/v1/chat/"]["post"]["responses"]  # an unknown conversation_id
