@@ -40,7 +40,7 @@ DESCRIPTIONS = {
     "401": "Unauthenticated",
     "403": "Forbidden",
     "404": "Not found",
-    "409": "Conflict (the same Idempotency-Key is still being processed)",
+    "409": "Conflict (the same Idempotency-Key is still being processed, or the resource exists: email_taken)",
     "413": "Request body too large",
     "422": "Idempotency-Key reused with a different body",
     "429": "Rate limited (see Retry-After)",
@@ -52,6 +52,9 @@ METHODS = ("get", "put", "post", "patch", "delete")
 EXTRA_STATUSES = {
     "chat_create": ["404"],
     "chat_legacy_create": ["404"],
+    # An account with this email exists (email_taken), or the tenant name is contended.
+    "auth_register": ["409"],
+    "users_create": ["409"],
 }
 
 
