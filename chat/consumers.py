@@ -18,7 +18,7 @@ from rest_framework import serializers
 
 from config.api import metrics
 from config.api.auth import user_from_token
-from config.api.errors import ApplicationError, Forbidden, NotFound, validation_message
+from config.api.errors import ApplicationError, Forbidden, NotFound, dependency_failure, validation_message
 from config.api.ratelimit import atenant_usage
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
@@ -32,6 +32,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_RATE_LIMITED = 4429
+# RFC 6455 "Try Again Later": the database or Redis is unavailable; reconnect with after_seq.
+CLOSE_TRY_AGAIN_LATER = 1013
 TYPING_INTERVAL_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
@@ -58,7 +60,37 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return protocols[0], protocols[0]
         return None, None
 
+    async def __call__(self, scope, receive, send):
+        # Channels' own loop reads this socket's channel on the layer: with Redis gone that
+        # read raises outside every handler. Close 1013 (try again later), not a crash.
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            logger.warning(
+                "websocket closed: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
+            )
+            try:
+                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+            except Exception:  # noqa: BLE001 - the socket is already gone
+                pass
+            if self.counted:
+                metrics.WEBSOCKET_CONNECTIONS.dec()
+                self.counted = False
+
     async def connect(self):
+        try:
+            await self._open()
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            logger.warning(
+                "websocket refused: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
+            )
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+
+    async def _open(self):
         token, subprotocol = self._token_and_subprotocol()
         # Accept first: a close code can only be sent on an open socket.
         await self.accept(subprotocol=subprotocol)
@@ -95,13 +127,27 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code):
         if self.conversation_id is not None:
-            await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
+            try:
+                await self.channel_layer.group_discard(group_name(self.conversation_id), self.channel_name)
+            except Exception as exc:
+                if dependency_failure(exc) is None:
+                    raise  # a Redis outage leaves a membership that expires on its own
         if self.counted:
             metrics.WEBSOCKET_CONNECTIONS.dec()
             self.counted = False
 
     async def conversation_event(self, event):
-        for frame in await self.filter.admit_live(event["frame"]):
+        try:
+            frames = await self.filter.admit_live(event["frame"])  # may read missed ones
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            # A gap cannot be filled now: close, and the client resumes from its last seq.
+            logger.warning(
+                "websocket closed: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
+            )
+            return await self.close(code=CLOSE_TRY_AGAIN_LATER)
+        for frame in frames:
             await self.send_json(frame)
 
     async def send_error(self, code: str, message: str, details=None, ref=None):
@@ -141,7 +187,15 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await handler(content, ref)
         except ApplicationError as exc:
             await self.send_error(exc.code, exc.message, exc.details, ref=ref)
-        except Exception:
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is not None:
+                logger.warning("websocket frame refused: %s unavailable", dependency, extra={"frame_type": kind})
+                return await self.send_error(
+                    "dependency_unavailable",
+                    "A service this request needs is unavailable; retry shortly.",
+                    {"dependency": dependency},
+                    ref=ref,
+                )
             # One bad frame must not drop the connection; the log has the details.
             logger.exception("websocket frame failed", extra={"frame_type": kind})
             await self.send_error("internal_error", "An unexpected error occurred.", ref=ref)

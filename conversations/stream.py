@@ -9,6 +9,7 @@ skips ahead brings the ones in between from the database first, so nothing is lo
 """
 
 import asyncio
+import logging
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -16,6 +17,8 @@ from channels.layers import get_channel_layer
 from .events import event_frame, group_name
 from .models import Message
 from .services import message_event_data, message_event_type
+
+logger = logging.getLogger(__name__)
 
 # Events that announce a stored message: replayed from the database, deduplicated by seq.
 MESSAGE_EVENTS = {"message.created", "message.completed"}
@@ -98,4 +101,9 @@ class ConversationSubscription:
 
     async def close(self) -> None:
         if self.channel:
-            await self.layer.group_discard(group_name(self.conversation_id), self.channel)
+            try:
+                await self.layer.group_discard(group_name(self.conversation_id), self.channel)
+            except Exception:  # noqa: BLE001 - the layer is down; the membership expires on its own
+                logger.warning(
+                    "could not leave the conversation group", extra={"conversation_id": self.conversation_id}
+                )

@@ -1,15 +1,24 @@
 """``GET /api/v1/conversations/{id}/events``: the conversation's live events as SSE."""
 
+import logging
+
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.views.decorators.http import require_GET
 
 from config.api import sse
-from config.api.errors import ApplicationError, error_response
+from config.api.errors import (
+    ApplicationError,
+    dependency_failure,
+    dependency_unavailable_response,
+    error_response,
+)
 from config.api.ratelimit import alimit_request
 
 from . import selectors
 from .stream import ConversationSubscription
+
+logger = logging.getLogger(__name__)
 
 
 def resume_point(request) -> int | None:
@@ -43,10 +52,18 @@ async def conversation_events(request, pk):
         return sse.application_error(exc)
 
     subscription = ConversationSubscription(conversation.pk, after_seq)
+    try:
+        # Subscribe before reading the backlog (no gap), and before answering: a channel
+        # layer that is down is a 503 the client can retry, not a stream that breaks.
+        await subscription.open()
+    except Exception as exc:
+        if (dependency := dependency_failure(exc)) is None:
+            raise
+        logger.warning("events stream refused: %s unavailable", dependency, extra={"conversation_id": pk})
+        return dependency_unavailable_response(dependency)
 
     async def stream():
         try:
-            await subscription.open()  # subscribe before reading the backlog: no gap
             yield sse.comment("open")
             for frame in await subscription.backlog():
                 yield sse.encode(frame)
@@ -56,6 +73,11 @@ async def conversation_events(request, pk):
                     yield sse.comment("heartbeat")
                 for frame in frames:
                     yield sse.encode(frame)
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            logger.warning("events stream ended: %s unavailable", dependency, extra={"conversation_id": pk})
+            yield sse.encode(sse.dependency_error_frame(dependency))
         finally:
             await subscription.close()
 
