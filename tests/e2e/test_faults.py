@@ -4,9 +4,12 @@ on free ports (never the shared ones): a ``redis-server --save ''`` and a Postgr
 cluster made with ``initdb``. Every loop is bounded in count and time, and every private
 server is stopped at teardown, also when the test failed."""
 
+import os
 import shutil
 import signal
 import subprocess
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -181,3 +184,137 @@ def test_redis_stopped_and_started_again_loses_no_accepted_message(stack, privat
     assert replies == 6  # one per accepted message: nothing lost, nothing answered twice
     assert AgentRun.objects.filter(enqueue_failed_at__isnull=False).count() == 0
     assert '"status": 500' not in daphne.log()
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own (``initdb`` in a temporary directory, run as the
+    ``postgres`` OS user when the tests run as root), on a free port; stop() and start()."""
+
+    def __init__(self):
+        self.port = _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="faults-pg-"))
+        self.data = self.dir / "data"
+
+    def _run(self, *argv: str, timeout: float = 60) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run(
+            [*prefix, *argv], cwd=self.dir, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            pytest.fail(f"{argv[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}", pytrace=False)
+
+    def init(self) -> "PrivatePostgres":
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40"
+        self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "pg.log"), "-w", "start"
+        )
+
+    def stop(self) -> None:
+        # fast: open connections are terminated, as in a restart or a failover
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def url(self, name: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+    def create_database(self, name: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    def destroy(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+            subprocess.run(
+                [*prefix, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres():
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail(f"no PostgreSQL server binaries in {PG_BIN} (set PG_BIN)")
+    server = PrivatePostgres()
+    try:
+        server.init().start()
+        server.create_database("app")
+        yield server
+    finally:
+        server.destroy()
+
+
+def _load(base_url: str, headers: dict, stop: threading.Event, results: list, worker: int) -> None:
+    """One client: creates and lists conversations until ``stop`` (at most 2,000 requests)."""
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30, trust_env=False) as http:
+        for i in range(2000):
+            if stop.is_set():
+                return
+            try:
+                if i % 2:
+                    response = http.post("/api/v1/conversations/", json={"title": f"load {worker}-{i}"})
+                else:
+                    response = http.get("/api/v1/conversations/")
+            except httpx.HTTPError as exc:  # a dropped connection would be a failure too
+                results.append((time.monotonic(), 0, repr(exc), {}))
+                continue
+            results.append((time.monotonic(), response.status_code, response.text, dict(response.headers)))
+
+
+def test_postgres_restarted_under_load_answers_503_envelopes_then_recovers(stack, private_postgres):
+    # Arrange: daphne on the private cluster, migrated; a short pool wait so an outage shows.
+    stack.env.update({"DATABASE_URL": private_postgres.url("app"), "DB_POOL_TIMEOUT": "2", "DB_POOL_MAX_SIZE": "4"})
+    stack.run_python("from django.core.management import call_command\ncall_command('migrate', verbosity=0)", 120)
+    stack.start_daphne()
+    account = register(stack)
+    stop, results = threading.Event(), []
+    clients = [
+        threading.Thread(target=_load, args=(stack.base_url, account["headers"], stop, results, n)) for n in range(3)
+    ]
+    for client in clients:
+        client.start()
+
+    # Act: the database goes away for a few seconds under load, then comes back.
+    try:
+        wait_for(lambda: len(results) >= 10, timeout=DEADLINE, what="load before the outage")
+        private_postgres.stop()
+        down_at = time.monotonic()
+        # Down for as long as it takes the clients to be refused a few times (seconds).
+        wait_for(lambda: sum(1 for r in results if r[0] > down_at and r[1] == 503) >= 6, timeout=DEADLINE, what="503s")
+        private_postgres.start()
+        up_at = time.monotonic()
+        wait_for(
+            lambda: sum(1 for r in results if r[0] > up_at + 3 and r[1] in (200, 201)) >= 10,
+            timeout=DEADLINE,
+            what="recovery after the restart",
+        )
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(35)
+
+    # Assert: every answer was a success or a 503 envelope with Retry-After; never a 500.
+    statuses = sorted({r[1] for r in results})
+    assert set(statuses) <= {200, 201, 503}, statuses
+    for _, status, body, headers in results:
+        if status == 503:
+            assert int(headers["retry-after"]) >= 1
+            error = httpx.Response(503, text=body).json()["error"]
+            assert (error["code"], error["details"]) == ("dependency_unavailable", {"dependency": "database"})
+    after = [r[1] for r in results if r[0] > up_at + 3]
+    assert after and set(after) <= {200, 201}, after  # the pool recovered without a restart
+    print(f"requests: {len(results)}, 503s: {sum(1 for r in results if r[1] == 503)}")
