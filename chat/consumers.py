@@ -28,7 +28,7 @@ from rest_framework import serializers
 
 from config.api import metrics, parsers
 from config.api.auth import access_from_token, user_still_active
-from config.api.errors import ApplicationError, Forbidden, NotFound, validation_message
+from config.api.errors import ApplicationError, Forbidden, NotFound, dependency_failure, validation_message
 from config.api.ratelimit import atenant_usage
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
@@ -43,6 +43,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_RATE_LIMITED = 4429
+# RFC 6455 "Try Again Later": the database or Redis is unavailable; reconnect with after_seq.
+CLOSE_TRY_AGAIN_LATER = 1013
 TYPING_INTERVAL_SECONDS = 1.0
 
 logger = logging.getLogger(__name__)
@@ -79,13 +81,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     last_typing = float("-inf")
     checked_at = float("-inf")
 
-    async def __call__(self, scope, receive, send):
-        # disconnect() is skipped when a handler raises or the consumer is cancelled.
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._cleanup()
-
     async def _cleanup(self):
         """Leaves the group and the gauge; runs once however the consumer ends."""
         if self.expiry is not None:
@@ -109,7 +104,38 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return protocols[0], protocols[0]
         return None, None
 
+    async def __call__(self, scope, receive, send):
+        # disconnect() is skipped when a handler raises or the consumer is cancelled, so the
+        # cleanup runs here. Channels' own loop reads this socket's channel on the layer:
+        # with Redis gone that read raises outside every handler. Close 1013 (try again
+        # later), not a crash.
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            logger.warning(
+                "websocket closed: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
+            )
+            try:
+                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+            except Exception:  # noqa: BLE001 - the socket is already gone
+                pass
+        finally:
+            await self._cleanup()
+
     async def connect(self):
+        try:
+            await self._open()
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            logger.warning(
+                "websocket refused: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
+            )
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+
+    async def _open(self):
         token, subprotocol = self._token_and_subprotocol()
         # Accept first: a close code can only be sent on an open socket.
         await self.accept(subprotocol=subprotocol)
@@ -182,7 +208,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         # REALTIME_RECHECK_SECONDS, before it is given an event.
         if time.monotonic() - self.checked_at >= settings.REALTIME_RECHECK_SECONDS and not await self._still_allowed():
             return
-        for frame in await self.subscription.admit_live(event["frame"]):
+        try:
+            frames = await self.subscription.admit_live(event["frame"])  # may read missed ones
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            # A gap cannot be filled now: close, and the client resumes from its last seq.
+            logger.warning(
+                "websocket closed: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
+            )
+            return await self._close(CLOSE_TRY_AGAIN_LATER)
+        for frame in frames:
             await self.send_json(frame)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
@@ -233,7 +269,15 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await handler(content, ref)
         except ApplicationError as exc:
             await self.send_error(exc.code, exc.message, exc.details, ref=ref)
-        except Exception:
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is not None:
+                logger.warning("websocket frame refused: %s unavailable", dependency, extra={"frame_type": kind})
+                return await self.send_error(
+                    "dependency_unavailable",
+                    "A service this request needs is unavailable; retry shortly.",
+                    {"dependency": dependency},
+                    ref=ref,
+                )
             # One bad frame must not drop the connection; the log has the details.
             logger.exception("websocket frame failed", extra={"frame_type": kind})
             await self.send_error("internal_error", "An unexpected error occurred.", ref=ref)

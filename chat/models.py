@@ -53,6 +53,9 @@ class AgentRun(TenantOwnedModel):
     created_at = models.DateTimeField(default=timezone.now)
     # When it last went into the queue (created or re-queued); the sweep looks at this.
     queued_at = models.DateTimeField(default=timezone.now)
+    # Set when handing the run to the broker failed (Redis down at enqueue): the stored run
+    # is the outbox, and the relay (chat.tasks.relay_unsent_runs) hands it over later.
+    enqueue_failed_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -61,6 +64,9 @@ class AgentRun(TenantOwnedModel):
             models.Index(fields=["conversation", "-created_at", "-id"], name="run_conv_recent"),
             models.Index(fields=["status", "started_at"], name="run_status_started"),
             models.Index(fields=["status", "queued_at"], name="run_status_queued"),
+            models.Index(
+                fields=["enqueue_failed_at"], condition=models.Q(enqueue_failed_at__isnull=False), name="run_unsent"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -365,9 +365,8 @@ def message_post(
     *, user, conversation_id, content: str, attachments: list | None = None, client_message_id: str | None = None
 ) -> Turn:
     """Stores the user's message and a queued run, and hands the run to a Celery worker
-    once the transaction has committed. The caller answers at once (202)."""
-    from .tasks import run_agent_task
-
+    once the transaction has committed. The caller answers at once (202), also when the
+    broker is down: the stored run is the outbox (see ``run_enqueue``)."""
     with transaction.atomic():
         turn = turn_begin(
             user=user,
@@ -378,8 +377,51 @@ def message_post(
         )
         if turn.created:
             run_id = turn.run.pk
-            transaction.on_commit(lambda: run_agent_task.delay(run_id))
+            transaction.on_commit(lambda: run_enqueue(run_id=run_id))
     return turn
+
+
+def run_enqueue(*, run_id: int) -> bool:
+    """Hands a queued run to the broker; call after the run's transaction committed.
+
+    Never raises: when the broker refuses the task (Redis down), the run is marked
+    ``enqueue_failed_at`` and ``runs_relay`` (a beat task every few seconds) hands it over
+    once the broker is back. Should even that mark fail (the database went too), the stale
+    sweep re-queues the run after ``AGENT_STALE_QUEUED_SECONDS``. True when enqueued."""
+    from .tasks import run_agent_task
+
+    try:
+        run_agent_task.delay(run_id)
+    except Exception:  # noqa: BLE001 - the message and its run are stored: nothing to fail
+        logger.warning("could not enqueue run; the relay will", exc_info=True, extra={"run_id": run_id})
+        try:
+            AgentRun.objects.filter(pk=run_id, status=AgentRun.Status.QUEUED).update(enqueue_failed_at=timezone.now())
+        except Exception:  # noqa: BLE001
+            logger.warning("could not mark run unsent; the stale sweep will requeue it", extra={"run_id": run_id})
+        return False
+    return True
+
+
+def runs_relay(*, limit: int = 500) -> dict:
+    """Hands the runs whose enqueue failed to the broker (oldest first, at most ``limit``)
+    and clears their mark; a run that fails again keeps it for the next relay. A run that
+    was handed over twice is harmless: ``run_execute`` runs a run once. Returns what it did."""
+    from .tasks import run_agent_task
+
+    unsent = AgentRun.objects.filter(status=AgentRun.Status.QUEUED, enqueue_failed_at__isnull=False)
+    relayed, failed = [], []
+    for run_id, failed_at in unsent.order_by("enqueue_failed_at").values_list("pk", "enqueue_failed_at")[:limit]:
+        try:
+            run_agent_task.delay(run_id)
+        except Exception:  # noqa: BLE001 - the broker is still down: next time
+            logger.warning("relay could not enqueue run", exc_info=True, extra={"run_id": run_id})
+            failed.append(run_id)
+            break
+        AgentRun.objects.filter(pk=run_id, enqueue_failed_at=failed_at).update(enqueue_failed_at=None)
+        relayed.append(run_id)
+    if relayed:
+        logger.info("relayed unsent runs", extra={"runs": relayed})
+    return {"relayed": relayed, "failed": failed}
 
 
 def runs_sweep(*, now=None) -> dict:

@@ -47,3 +47,11 @@ def sweep_stuck_runs() -> dict:
     from . import services
 
     return services.runs_sweep()
+
+
+@shared_task
+def relay_unsent_runs() -> dict:
+    """The outbox relay: runs stored while the broker was down go to the broker now."""
+    from . import services
+
+    return services.runs_relay()

@@ -10,6 +10,7 @@ resume point starts at the conversation's current ``last_seq``: live events only
 """
 
 import asyncio
+import logging
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -19,6 +20,8 @@ from config.api.fields import MAX_ID
 from .events import event_frame, group_name
 from .models import Conversation, Message
 from .services import message_event_data, message_event_type
+
+logger = logging.getLogger(__name__)
 
 # Events that announce a stored message: replayed from the database, deduplicated by seq.
 MESSAGE_EVENTS = {"message.created", "message.completed"}
@@ -135,4 +138,9 @@ class ConversationSubscription:
         """Unsubscribes; safe to call more than once."""
         if self.subscribed:
             self.subscribed = False
-            await self.layer.group_discard(group_name(self.conversation_id), self.channel)
+            try:
+                await self.layer.group_discard(group_name(self.conversation_id), self.channel)
+            except Exception:  # noqa: BLE001 - the layer is down; the membership expires on its own
+                logger.warning(
+                    "could not leave the conversation group", extra={"conversation_id": self.conversation_id}
+                )

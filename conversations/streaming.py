@@ -6,6 +6,7 @@ sent is an ``error`` event (``token_expired`` or ``not_authenticated``) before t
 ends; the client reconnects with a fresh token and ``Last-Event-ID`` to resume.
 """
 
+import logging
 import time
 
 from channels.db import database_sync_to_async
@@ -14,12 +15,19 @@ from django.views.decorators.http import require_GET
 
 from config.api import sse
 from config.api.auth import user_still_active
-from config.api.errors import ApplicationError, error_response
+from config.api.errors import (
+    ApplicationError,
+    dependency_failure,
+    dependency_unavailable_response,
+    error_response,
+)
 from config.api.ratelimit import alimit_request
 
 from . import selectors
 from .events import event_frame
 from .stream import ConversationSubscription, parse_resume_point
+
+logger = logging.getLogger(__name__)
 
 
 def resume_point(request) -> int | None:
@@ -54,10 +62,18 @@ async def conversation_events(request, pk):
         return sse.application_error(exc)
 
     subscription = ConversationSubscription(conversation.pk, after_seq)
+    try:
+        # Subscribe before reading the backlog (no gap), and before answering: a channel
+        # layer that is down is a 503 the client can retry, not a stream that breaks.
+        await subscription.open()
+    except Exception as exc:
+        if (dependency := dependency_failure(exc)) is None:
+            raise
+        logger.warning("events stream refused: %s unavailable", dependency, extra={"conversation_id": pk})
+        return dependency_unavailable_response(dependency)
 
     async def stream():
         try:
-            await subscription.open()  # subscribe before reading the backlog: no gap
             yield sse.comment("open")
             for frame in await subscription.backlog():
                 yield sse.encode(frame)
@@ -75,6 +91,11 @@ async def conversation_events(request, pk):
                     yield _final_error("not_authenticated", "The user or their tenant is no longer active.")
                     return
                 yield sse.comment("heartbeat")
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            logger.warning("events stream ended: %s unavailable", dependency, extra={"conversation_id": pk})
+            yield sse.encode(sse.dependency_error_frame(dependency))
         finally:
             await subscription.close()
 

@@ -8,6 +8,8 @@ import logging
 
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -88,6 +90,57 @@ def django_error(exc: BaseException) -> tuple[int, str, str] | None:
     return None
 
 
+# Seconds a client is told to wait (``Retry-After``) after a 503 dependency_unavailable:
+# about how long a Redis restart or a PostgreSQL failover takes.
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
+
+
+def _dependency_exceptions() -> tuple[tuple[tuple[type[BaseException], ...], str], ...]:
+    """(exception classes, dependency name) pairs meaning an outside system is unreachable."""
+    import psycopg
+    import psycopg_pool
+    import redis
+    from django_redis.exceptions import ConnectionInterrupted
+    from kombu.exceptions import OperationalError as BrokerOperationalError
+
+    return (
+        # A lost or refused connection, or no pooled connection within the pool's timeout
+        # (psycopg_pool.PoolTimeout; Django wraps it as its OperationalError).
+        (
+            (DatabaseOperationalError, DatabaseInterfaceError, psycopg.OperationalError, psycopg_pool.PoolTimeout),
+            "database",
+        ),
+        ((redis.ConnectionError, redis.TimeoutError, ConnectionInterrupted), "redis"),
+        # Celery could not hand a task to the broker (kombu wraps the transport's error).
+        ((BrokerOperationalError,), "broker"),
+    )
+
+
+def dependency_failure(exc: BaseException) -> str | None:
+    """Which dependency (``database``, ``redis``, ``broker``) ``exc`` says is unavailable,
+    or None when it is no outage. Such a failure is the 503 ``dependency_unavailable`` of
+    the contract (with ``Retry-After``), not a 500: retrying later will work."""
+    for classes, name in _dependency_exceptions():
+        if isinstance(exc, classes):
+            return name
+    return None
+
+
+def dependency_unavailable_body(dependency: str) -> dict:
+    return error_body(
+        "dependency_unavailable",
+        "A service this request needs is unavailable; retry shortly.",
+        {"dependency": dependency},
+    )
+
+
+def dependency_unavailable_response(dependency: str) -> JsonResponse:
+    """The 503 envelope for an outage of ``dependency``, outside DRF views."""
+    response = JsonResponse(dependency_unavailable_body(dependency), status=503)
+    response["Retry-After"] = str(DEPENDENCY_RETRY_AFTER_SECONDS)
+    return response
+
+
 _DRF_CODES = {
     drf_exceptions.ValidationError: "validation_error",
     drf_exceptions.ParseError: "parse_error",
@@ -146,6 +199,14 @@ def exception_handler(exc, context):
     elif isinstance(exc, (InvalidToken, TokenError)) and not isinstance(exc, drf_exceptions.APIException):
         exc = InvalidToken(str(exc))
 
+    dependency = dependency_failure(exc)
+    if dependency is not None:
+        logger.warning("dependency unavailable: %s", type(exc).__name__, extra={"dependency": dependency})
+        return Response(
+            dependency_unavailable_body(dependency),
+            status=503,
+            headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
+        )
     if not isinstance(exc, drf_exceptions.APIException):
         return None  # ApiErrorMiddleware turns it into a logged 500 envelope.
     if isinstance(exc, (drf_exceptions.PermissionDenied, drf_exceptions.NotAuthenticated)):

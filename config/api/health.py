@@ -11,7 +11,7 @@ from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .errors import error_response
+from .errors import DEPENDENCY_RETRY_AFTER_SECONDS, error_response
 
 
 def check_database() -> None:
@@ -60,6 +60,20 @@ CHECKS = {
 }
 
 
+def _system_of(check: str) -> str:
+    """The outside system a check reaches, named as an operator knows it (``redis``,
+    ``database``): several checks fail together when one Redis is down."""
+    if check == "database":
+        return "database"
+    if check == "broker":
+        from config.celery import app
+
+        return str(app.conf.broker_url).split(":", 1)[0].replace("rediss", "redis")
+    if check == "cache":
+        return "redis" if "redis" in settings.CACHES["default"]["BACKEND"].lower() else "cache"
+    return "redis" if "redis" in settings.CHANNEL_LAYERS["default"]["BACKEND"].lower() else "channel_layer"
+
+
 def health(request):
     """Liveness: the process answers. Touches no dependency."""
     return JsonResponse({"status": "ok"})
@@ -78,8 +92,13 @@ def ready(request):
         else:
             results[name] = {"status": "ok", "ms": round((time.perf_counter() - started) * 1000, 1)}
     if failed:
+        unavailable = sorted({_system_of(name) for name in failed})
         return error_response(
-            503, "dependency_unavailable", "A dependency is unavailable.", {"checks": results, "errors": failed}
+            503,
+            "dependency_unavailable",
+            f"Unavailable: {', '.join(unavailable)}.",
+            {"checks": results, "errors": failed, "unavailable": unavailable},
+            headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
         )
     return JsonResponse({"status": "ok", "checks": results})
 

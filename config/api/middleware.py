@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 
 from . import metrics
 from .context import client_ip_var, new_request_id, request_id_var, tenant_id_var, user_agent_var, user_id_var
-from .errors import django_error, error_response
+from .errors import dependency_failure, dependency_unavailable_response, django_error, error_response
 from .routes import request_route
 
 logger = logging.getLogger("http.request")
@@ -116,6 +116,10 @@ class ApiErrorMiddleware(_HybridMiddleware):
             if status in (400, 413):
                 logger.warning("client error: %s", type(exception).__name__, extra={"path": request.path})
             return error_response(status, code, message)
+        dependency = dependency_failure(exception)
+        if dependency is not None:
+            logger.warning("dependency unavailable: %s", type(exception).__name__, extra={"dependency": dependency})
+            return dependency_unavailable_response(dependency)
         logger.exception("unhandled error", extra={"path": request.path})
         return error_response(500, "internal_error", "An unexpected error occurred.")
 

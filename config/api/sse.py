@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.http import StreamingHttpResponse
 
 from .auth import Access, access_from_token, bearer_token
-from .errors import ApplicationError, error_response
+from .errors import ApplicationError, dependency_unavailable_body, error_response
 
 
 def encode(frame: dict) -> str:
@@ -54,6 +54,12 @@ async def authenticate(request):
 
 def unauthenticated():
     return error_response(401, "not_authenticated", "Authentication credentials were not provided or are invalid.")
+
+
+def dependency_error_frame(dependency: str) -> dict:
+    """The last event of a stream that lost a dependency (Redis, the database): an ``error``
+    event with the 503 envelope's fields; the client reconnects (``Last-Event-ID``) later."""
+    return {"type": "error", "seq": None, "data": dependency_unavailable_body(dependency)["error"]}
 
 
 def application_error(exc: ApplicationError):

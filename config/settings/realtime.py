@@ -75,9 +75,19 @@ REALTIME_RECHECK_SECONDS = env.float("REALTIME_RECHECK_SECONDS", default=10.0)
 # 0 keeps everything.
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=0)
 
+# Seconds between relays of runs whose enqueue failed (broker down when they were stored).
+AGENT_RELAY_SECONDS = env.float("AGENT_RELAY_SECONDS", default=5.0)
+
 # Periodic work, run by `celery worker --beat` (make run / make worker).
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-runs": {"task": "chat.tasks.sweep_stuck_runs", "schedule": 60.0},
+    # Expires after one period: relays that waited out a busy or absent worker do not pile
+    # up (the next one does their work).
+    "relay-unsent-runs": {
+        "task": "chat.tasks.relay_unsent_runs",
+        "schedule": AGENT_RELAY_SECONDS,
+        "options": {"expires": AGENT_RELAY_SECONDS},
+    },
     "purge-idempotency-keys": {"task": "config.api.tasks.purge_idempotency_keys", "schedule": 3600.0},
     "flush-expired-tokens": {"task": "accounts.tasks.flush_expired_tokens", "schedule": 86400.0},
     "purge-old-audits": {"task": "audits.tasks.purge_old_audits", "schedule": 86400.0},

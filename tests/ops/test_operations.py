@@ -42,6 +42,8 @@ def test_ready_is_503_when_the_cache_is_down(api, settings):
     assert error["code"] == "dependency_unavailable"
     assert error["details"]["checks"]["cache"]["status"] == "error"
     assert error["details"]["checks"]["database"]["status"] == "ok"
+    assert error["details"]["unavailable"] == ["redis"]
+    assert int(response["Retry-After"]) >= 1
 
 
 def test_ready_is_503_when_the_channel_layer_is_down(api, settings):
@@ -53,6 +55,7 @@ def test_ready_is_503_when_the_channel_layer_is_down(api, settings):
 
     assert response.status_code == 503
     assert response.json()["error"]["details"]["checks"]["channel_layer"]["status"] == "error"
+    assert response.json()["error"]["details"]["unavailable"] == ["redis"]
 
 
 def test_ready_is_503_when_the_broker_is_down(api):
