@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served as our own static files
     "channels",
     # Cross-cutting API plumbing with tables of its own (idempotency keys).
     "config.api",
