@@ -1,3 +1,4 @@
+import datetime as dt
 import os
 
 import pytest
@@ -58,6 +59,18 @@ def _isolated_cache_and_tasks(settings):
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = eager
+
+
+@pytest.fixture
+def frozen_clock():
+    """Our clock frozen at the real "now" (so JWTs minted inside are valid); it moves only
+    when the test ticks it. Rate-limit windows then never turn mid-test by chance. The
+    connection pool and the Redis client keep their own clocks: freezing theirs makes every
+    pooled checkout wait out its timeout."""
+    from freezegun import freeze_time
+
+    with freeze_time(dt.datetime.now(dt.UTC), ignore=["psycopg_pool", "psycopg", "redis"]) as frozen:
+        yield frozen
 
 
 @pytest.fixture
