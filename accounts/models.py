@@ -63,6 +63,10 @@ class UserManager(BaseUserManager):
                 slug="operators", defaults={"name": "Operators", "tier": Tenant.Tier.ENTERPRISE}
             )
         extra.setdefault("role", User.Role.OWNER)
+        # Optional for staff (`createsuperuser --noinput` needs only email and password):
+        # the email's local part until someone edits it in the admin.
+        if not extra.get("display_name") and email:
+            extra["display_name"] = str(email).split("@", 1)[0][:150]
         extra.update(is_staff=True, is_superuser=True)
         return self.create_user(email, password, **extra)
 
@@ -86,7 +90,8 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     USERNAME_FIELD = "email"
     EMAIL_FIELD = "email"
-    REQUIRED_FIELDS = ["display_name"]
+    # createsuperuser asks for nothing else; create_superuser derives display_name.
+    REQUIRED_FIELDS = []
 
     class Meta:
         ordering = ["email"]

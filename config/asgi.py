@@ -5,7 +5,12 @@ import os
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 
+from config import startup
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# A missing secret key or database stops the server with one line, before it listens.
+startup.load_settings_or_exit()
+startup.check_database(unreachable_is_fatal=False)
 django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402

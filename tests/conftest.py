@@ -1,3 +1,4 @@
+import datetime as dt
 import os
 
 import pytest
@@ -5,8 +6,12 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from tests.accounts.factories import TenantFactory, UserFactory
+from tests.redis_isolation import use_test_redis
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Never the developer's REDIS_URL database: TEST_REDIS_URL, or the next database index
+# (tests/redis_isolation.py). Before any test, so nothing connected to the other one yet.
+TEST_REDIS_URL = use_test_redis(os.environ, settings)
 
 
 def _real_stack_problem() -> str | None:
@@ -45,19 +50,38 @@ def real_stack():
 @pytest.fixture(autouse=True)
 def _isolated_cache_and_tasks(settings):
     """Each test starts with an empty cache (rate limits, idempotency) and runs Celery
-    tasks in-process; the end-to-end tests start real workers of their own."""
-    from django.core.cache import cache
+    tasks in-process; the end-to-end tests start real workers of their own.
 
+    On Redis the wipe is ``delete_pattern("*")``, which django-redis scopes to the cache's
+    key prefix, in the test run's own database (TEST_REDIS_URL, see above)."""
     from config.celery import app
 
-    if hasattr(cache, "delete_pattern"):
-        cache.delete_pattern("*")
-    else:
-        cache.clear()
+    clear_test_cache()
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = eager
+
+
+def clear_test_cache() -> None:
+    from django.core.cache import cache
+
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("*")  # django-redis: only keys under the cache's KEY_PREFIX
+    else:
+        cache.clear()
+
+
+@pytest.fixture
+def frozen_clock():
+    """Our clock frozen at the real "now" (so JWTs minted inside are valid); it moves only
+    when the test ticks it. Rate-limit windows then never turn mid-test by chance. The
+    connection pool and the Redis client keep their own clocks: freezing theirs makes every
+    pooled checkout wait out its timeout."""
+    from freezegun import freeze_time
+
+    with freeze_time(dt.datetime.now(dt.UTC), ignore=["psycopg_pool", "psycopg", "redis"]) as frozen:
+        yield frozen
 
 
 @pytest.fixture

@@ -21,6 +21,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-tenant chat, agent runs, messaging hub and audits. Errors use one envelope.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files (pinned with the
+    # package), not from a CDN: /api/docs/ works offline and behind a strict CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api(/v[0-9])?",
     # Several models have a "status" or "role"; name each choice set after its model.

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets, served as our own static files
     "channels",
     # Cross-cutting API plumbing with tables of its own (idempotency keys).
     "config.api",
@@ -99,9 +100,9 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if not SECRET_KEY:
     if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3" and not DEBUG:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY must be set when DATABASE_URL points at a server database "
-            "(it signs sessions and JWTs; the development key is public). Generate one with: "
-            "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            "DJANGO_SECRET_KEY must be set (in the environment or in .env) when DATABASE_URL "
+            "points at a server database (it signs sessions and JWTs; the development key is "
+            "public). Generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
         )
     SECRET_KEY = _DEV_SECRET_KEY
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

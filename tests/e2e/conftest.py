@@ -3,14 +3,15 @@ test, both on the test database pytest-django created and on the run's Redis, wi
 ``openai`` provider pointed at a fake OpenAI-compatible server in the test process.
 
 Only the subprocesses talk to the Celery broker (the test posts messages over HTTP), and
-that broker is a Redis database of its own (``E2E_BROKER_URL``, by default the
-``REDIS_URL`` host with db index + 8), so no other test run takes these tasks nor leaves
-tasks for them. Every process is killed at teardown, also when the test failed, and its
+that broker is a Redis database of its own (``E2E_BROKER_URL``, by default the test
+run's Redis, ``TEST_REDIS_URL`` in tests/redis_isolation.py, with db index + 7, which is
+``REDIS_URL``'s index + 8 when the test database is derived from it), so no other test
+run takes these tasks nor leaves tasks for them. Its Celery keys are deleted before and
+after each test. Every process is killed at teardown, also when the test failed, and its
 log is printed then (pytest shows it with the failure).
 """
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ import httpx
 import pytest
 
 from tests.chat.fake_openai import FakeOpenAI
+from tests.redis_isolation import redis_db, with_redis_db
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -57,13 +59,12 @@ def _with_path(url: str, path: str) -> str:
 
 
 def broker_url() -> str:
-    """The e2e run's own Redis database for the Celery broker."""
+    """The e2e run's own Redis database for the Celery broker (REDIS_URL here is already
+    the test run's Redis: tests/conftest.py set it)."""
     if os.environ.get("E2E_BROKER_URL"):
         return os.environ["E2E_BROKER_URL"]
-    redis_url = os.environ["REDIS_URL"]
-    match = re.fullmatch(r"/?(\d*)", urlsplit(redis_url).path)
-    db = int(match.group(1)) if match and match.group(1) else 0
-    return _with_path(redis_url, f"/{(db + 8) % 16}")
+    test_redis = os.environ["REDIS_URL"]
+    return with_redis_db(test_redis, redis_db(test_redis) + 7)
 
 
 def _empty_broker(url: str) -> None:

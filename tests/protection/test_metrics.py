@@ -58,7 +58,9 @@ def test_metrics_parse_and_count_a_request_by_route_template_and_status(api, use
     )
 
 
-def test_rate_limit_rejections_and_idempotent_replays_are_counted(api, user, settings):
+def test_rate_limit_rejections_and_idempotent_replays_are_counted(api, user, settings, frozen_clock):
+    # Four requests against a budget of three must fall in one window: with the real clock
+    # the tenant's window sometimes turned mid-test and the fourth was allowed.
     settings.RATE_LIMIT_FREE = 3
     client = client_for(user)
     body = {"email": "grace@example.com", "password": "cobol-compiler-1959", "display_name": "Grace"}
