@@ -110,3 +110,26 @@ def client_for(user) -> APIClient:
 @pytest.fixture
 def auth_api(user):
     return client_for(user)
+
+
+# The address and request id of the staff member's browser in admin tests.
+ADMIN_IP = "10.2.0.1"
+ADMIN_REQUEST_ID = "admin-req-1"
+
+
+@pytest.fixture
+def staff(db):
+    """A superuser in the operators tenant (where createsuperuser puts staff)."""
+    return UserFactory(
+        email="ops@example.com", tenant=TenantFactory(slug="operators"), is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def admin_client(staff):
+    """The Django test client logged into the admin as ``staff``."""
+    from django.test import Client
+
+    client = Client(REMOTE_ADDR=ADMIN_IP, HTTP_X_REQUEST_ID=ADMIN_REQUEST_ID)
+    client.force_login(staff)
+    return client

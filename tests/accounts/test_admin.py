@@ -1,27 +1,13 @@
 """Tenant changes through the admin are audited on the tenant's own chain."""
 
 import pytest
-from django.test import Client
 
 from accounts.models import Tenant
 from audits.models import AuditRecord
-from tests.accounts.factories import TenantFactory, UserFactory
+from tests.accounts.factories import TenantFactory
+from tests.conftest import ADMIN_IP, ADMIN_REQUEST_ID
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(db):
-    return UserFactory(
-        email="ops@example.com", tenant=TenantFactory(slug="operators"), is_staff=True, is_superuser=True
-    )
-
-
-@pytest.fixture
-def admin_client(staff):
-    client = Client(REMOTE_ADDR="10.3.0.1", HTTP_X_REQUEST_ID="admin-req-2")
-    client.force_login(staff)
-    return client
 
 
 def test_tenant_tier_change_in_the_admin_is_audited(admin_client, staff):
@@ -38,7 +24,7 @@ def test_tenant_tier_change_in_the_admin_is_audited(admin_client, staff):
     record = AuditRecord.objects.get(action="tenant.updated")
     assert (record.tenant_id, record.actor_id, record.resource_id) == (tenant.pk, staff.pk, str(tenant.pk))
     assert record.details == {"changes": {"tier": {"from": "free", "to": "enterprise"}}}
-    assert (record.request_id, record.ip) == ("admin-req-2", "10.3.0.1")
+    assert (record.request_id, record.ip) == (ADMIN_REQUEST_ID, ADMIN_IP)
 
 
 def test_tenant_deactivation_in_the_admin_is_audited(admin_client):

@@ -1,12 +1,9 @@
 """The admin login draws on the same per-IP budget as /api/v1/auth/token and leaves the same
 audit trail as a failed API login."""
 
-import datetime as dt
-
 import pytest
 from django.contrib.auth.signals import user_login_failed
 from django.test import Client
-from freezegun import freeze_time
 
 from audits.models import AuditRecord
 from tests.accounts.factories import PASSWORD, TenantFactory, UserFactory
@@ -14,13 +11,6 @@ from tests.accounts.factories import PASSWORD, TenantFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 LOGIN = "/admin/login/"
-
-
-@pytest.fixture
-def frozen():
-    # One rate-limit window for the whole test (see tests/protection/test_ratelimit.py).
-    with freeze_time(dt.datetime.now(dt.UTC), ignore=["psycopg_pool", "psycopg", "redis"]) as frozen:
-        yield frozen
 
 
 @pytest.fixture
@@ -54,7 +44,7 @@ def test_failed_admin_logins_are_audited_like_api_ones(staff):
         assert record.request_id
 
 
-def test_over_the_per_ip_limit_the_admin_login_answers_429_without_hashing(frozen, settings, staff):
+def test_over_the_per_ip_limit_the_admin_login_answers_429_without_hashing(frozen_clock, settings, staff):
     settings.RATE_LIMIT_AUTH_PER_IP = "3/m"
     client = Client(REMOTE_ADDR="10.1.0.2")
     hashed = []
@@ -76,7 +66,7 @@ def test_over_the_per_ip_limit_the_admin_login_answers_429_without_hashing(froze
     assert other_ip.status_code == 302
 
 
-def test_admin_login_and_api_token_share_one_budget(frozen, settings, staff):
+def test_admin_login_and_api_token_share_one_budget(frozen_clock, settings, staff):
     settings.RATE_LIMIT_AUTH_PER_IP = "2/m"
     client = Client(REMOTE_ADDR="10.1.0.4")
 
@@ -89,7 +79,7 @@ def test_admin_login_and_api_token_share_one_budget(frozen, settings, staff):
     assert (api.status_code, admin.status_code, refused.status_code) == (401, 200, 429)
 
 
-def test_successful_admin_login_below_the_limit_works_and_is_audited(frozen, settings, staff):
+def test_successful_admin_login_below_the_limit_works_and_is_audited(frozen_clock, settings, staff):
     settings.RATE_LIMIT_AUTH_PER_IP = "3/m"
     client = Client(REMOTE_ADDR="10.1.0.5")
     attempt(client, "ops@example.com")
@@ -102,7 +92,7 @@ def test_successful_admin_login_below_the_limit_works_and_is_audited(frozen, set
     assert (login.tenant_id, login.actor_id, login.details) == (staff.tenant_id, staff.pk, {"via": "admin"})
 
 
-def test_showing_the_login_page_is_not_an_attempt(frozen, settings):
+def test_showing_the_login_page_is_not_an_attempt(frozen_clock, settings):
     settings.RATE_LIMIT_AUTH_PER_IP = "1/m"
     client = Client(REMOTE_ADDR="10.1.0.6")
 

@@ -4,29 +4,14 @@ staff user, the record lands on the conversation's tenant chain with the staff a
 import json
 
 import pytest
-from django.test import Client
 
 from audits.models import AuditChain, AuditRecord
 from audits.selectors import audit_chain_verify
 from conversations.models import Conversation, Message
-from tests.accounts.factories import TenantFactory, UserFactory
+from tests.conftest import ADMIN_IP, ADMIN_REQUEST_ID
 from tests.conversations.factories import ConversationFactory, add_messages
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(db):
-    return UserFactory(
-        email="ops@example.com", tenant=TenantFactory(slug="operators"), is_staff=True, is_superuser=True
-    )
-
-
-@pytest.fixture
-def admin_client(staff):
-    client = Client(REMOTE_ADDR="10.2.0.1", HTTP_X_REQUEST_ID="admin-req-1")
-    client.force_login(staff)
-    return client
 
 
 @pytest.fixture
@@ -74,7 +59,7 @@ def test_conversation_change_in_the_admin_is_audited(admin_client, staff, conver
     assert record.tenant_id == conversation.tenant_id  # the tenant's own trail, not the staff's
     assert (record.actor_id, record.actor_label) == (staff.pk, "ops@example.com")
     assert record.details == {"fields": ["status", "title"]}
-    assert (record.request_id, record.ip) == ("admin-req-1", "10.2.0.1")
+    assert (record.request_id, record.ip) == (ADMIN_REQUEST_ID, ADMIN_IP)
     assert_chain_ok(conversation.tenant_id)
 
 

@@ -2,7 +2,6 @@ import datetime as dt
 
 import pytest
 from asgiref.sync import async_to_sync
-from freezegun import freeze_time
 from prometheus_client import REGISTRY
 
 from accounts.models import Tenant
@@ -24,16 +23,7 @@ def burn(client, n: int, path: str = ME) -> list:
     return [client.get(path) for _ in range(n)]
 
 
-@pytest.fixture
-def frozen():
-    # Real "now", so the JWTs minted inside are valid; time then moves only when told.
-    # The connection pool and the Redis client keep their own clocks: freezing theirs
-    # makes every pooled checkout wait out its timeout.
-    with freeze_time(dt.datetime.now(dt.UTC), ignore=["psycopg_pool", "psycopg", "redis"]) as frozen:
-        yield frozen
-
-
-def test_free_tenant_trips_at_60_and_resets_in_the_next_window(frozen):
+def test_free_tenant_trips_at_60_and_resets_in_the_next_window(frozen_clock):
     client = client_for(UserFactory(tenant=TenantFactory(tier=Tenant.Tier.FREE)))
 
     allowed = burn(client, 60)
@@ -47,16 +37,16 @@ def test_free_tenant_trips_at_60_and_resets_in_the_next_window(frozen):
     assert 1 <= retry_after <= 60
 
     # Retry-After is exact: one second early is still the same window...
-    frozen.tick(dt.timedelta(seconds=retry_after - 1))
+    frozen_clock.tick(dt.timedelta(seconds=retry_after - 1))
     assert client.get(ME).status_code == 429
     # ...and when it has passed the budget is whole again.
-    frozen.tick(dt.timedelta(seconds=1))
+    frozen_clock.tick(dt.timedelta(seconds=1))
     fresh = client.get(ME)
     assert fresh.status_code == 200
     assert fresh["X-RateLimit-Remaining"] == "59"
 
 
-def test_429_is_the_error_envelope_with_retry_after_and_is_counted(frozen, settings):
+def test_429_is_the_error_envelope_with_retry_after_and_is_counted(frozen_clock, settings):
     settings.RATE_LIMIT_FREE = 2
     client = client_for(UserFactory())
     burn(client, 2)
@@ -87,7 +77,7 @@ def test_the_tier_sets_the_budget(tier, limit):
     assert int(response["X-RateLimit-Remaining"]) == int(limit) - 1
 
 
-def test_tier_limits_are_configurable(frozen, settings):
+def test_tier_limits_are_configurable(frozen_clock, settings):
     settings.RATE_LIMIT_STANDARD = 5
     client = client_for(UserFactory(tenant=TenantFactory(tier=Tenant.Tier.STANDARD)))
 
@@ -96,7 +86,7 @@ def test_tier_limits_are_configurable(frozen, settings):
     assert statuses == [200] * 5 + [429]
 
 
-def test_two_tenants_do_not_share_a_budget_but_colleagues_do(frozen, settings):
+def test_two_tenants_do_not_share_a_budget_but_colleagues_do(frozen_clock, settings):
     settings.RATE_LIMIT_FREE = 3
     tenant_a = TenantFactory()
     alice, colleague = UserFactory(tenant=tenant_a), UserFactory(tenant=tenant_a)
@@ -122,7 +112,7 @@ def test_every_authenticated_api_response_carries_the_headers_even_errors():
         assert response["X-RateLimit-Limit"] == "60"
 
 
-def test_auth_endpoints_are_limited_per_client_ip(frozen):
+def test_auth_endpoints_are_limited_per_client_ip(frozen_clock):
     attempts = [
         client_for_ip("10.0.0.1").post(TOKEN, {"email": "x@example.com", "password": "wrong-password"}, format="json")
         for _ in range(20)
@@ -139,7 +129,7 @@ def test_auth_endpoints_are_limited_per_client_ip(frozen):
     assert other_ip.status_code == 401
 
 
-def test_register_shares_the_per_ip_budget(frozen, settings):
+def test_register_shares_the_per_ip_budget(frozen_clock, settings):
     settings.RATE_LIMIT_AUTH_PER_IP = "2/m"
     client = client_for_ip("10.0.0.9")
     body = {"email": "a@example.com", "password": "analytical-engine-1843", "display_name": "A", "tenant_name": "A"}
@@ -161,7 +151,7 @@ def test_schema_is_not_part_of_the_ip_budget(settings):
     assert statuses == [200, 200, 200]
 
 
-def test_tenant_usage_draws_on_the_same_budget_as_http(frozen):
+def test_tenant_usage_draws_on_the_same_budget_as_http(frozen_clock):
     user = UserFactory()
 
     looked = tenant_usage(user=user, increment=False)
@@ -173,7 +163,7 @@ def test_tenant_usage_draws_on_the_same_budget_as_http(frozen):
     assert response["X-RateLimit-Remaining"] == "57"
 
 
-def test_tenant_usage_reports_limited_with_retry_after(frozen, settings):
+def test_tenant_usage_reports_limited_with_retry_after(frozen_clock, settings):
     settings.RATE_LIMIT_FREE = 1
     user = UserFactory()
     before = rejections("tenant")
