@@ -10,8 +10,10 @@ _SECRET_QUERY_PARAM = re.compile(
     r"(?i)([?&;](?:token|access_token|refresh_token|access|refresh|password|secret|api_key|jwt)=)"
     r"[^&;\s\"'\\<>]+"
 )
-# A JWT wherever it turns up (three base64url parts, the first two JSON objects).
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+# A JWT wherever it turns up (three base64url parts, the first two JSON objects). It starts
+# a base64url run and its parts are possessive: client text (a 16 KB path of "eyJeyJ...")
+# is scanned once, not once from every "eyJ" in it.
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}+\.eyJ[A-Za-z0-9_-]{4,}+\.[A-Za-z0-9_-]*+")
 REDACTED = "[redacted]"
 
 

@@ -37,8 +37,11 @@ _FORBIDDEN_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 # json refuses, raw surrogate bytes are not UTF-8): without one, strings need no walk.
 _SUSPICIOUS_ESCAPE = re.compile(r"\\u(?:0000|d[89a-f])", re.IGNORECASE)
 # Depth is measured on the text, so the decoder never recurses past the bound: blank the
-# strings (brackets inside them do not count), keep the brackets, add up +1/-1.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# strings (brackets inside them do not count), keep the brackets, add up +1/-1. Possessive
+# and ending at the end of the text too, so a string is never rescanned (an unterminated
+# one full of escaped quotes made the plain pattern cost seconds per 32 KB); the decoder
+# refuses such a text right after.
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _CONTAINERS = (dict, list)
