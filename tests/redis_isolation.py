@@ -3,7 +3,9 @@ runs on ``REDIS_URL`` (its cache, rate-limit counters, channel groups, Celery qu
 
 - ``TEST_REDIS_URL`` when set: the test run uses exactly that.
 - Otherwise, when ``REDIS_URL`` is set: the same server, the next database index
-  (``redis://host:6379/0`` -> ``/1``; ``/15`` wraps to ``/0``).
+  (``redis://host:6379/0`` -> ``/1``). The derived indexes (this one, and the end-to-end
+  broker's, 7 above it) never wrap around to a low index an app may use: with ``REDIS_URL``
+  at ``/8`` or above, set ``TEST_REDIS_URL`` (and ``E2E_BROKER_URL``) explicitly.
 
 ``tests/conftest.py`` points the settings at it before any test runs (the settings are
 already loaded by then, but the cache, the channel layer and Celery connect lazily) and
@@ -29,8 +31,13 @@ def redis_db(url: str) -> int:
 
 
 def with_redis_db(url: str, db: int) -> str:
+    if not 0 <= db < REDIS_DATABASES:
+        raise RuntimeError(
+            f"the tests would use Redis database {db}, past the last one ({REDIS_DATABASES - 1}); "
+            "set TEST_REDIS_URL and E2E_BROKER_URL to databases of their own"
+        )
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db % REDIS_DATABASES}", parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
 def redis_url_for_tests(environ) -> str:
@@ -51,7 +58,10 @@ def use_test_redis(environ, settings) -> str:
     if settings.CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
         settings.CACHES["default"]["LOCATION"] = url
     if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer":
-        settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [url]
+        # Only the address changes: the host's connection options (the read timeout above
+        # channels-redis' blocking read, keepalives) are what the tests must exercise.
+        config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+        config["hosts"] = [{**host, "address": url} if isinstance(host, dict) else url for host in config["hosts"]]
     if not environ.get("CELERY_BROKER_URL"):
         from config.celery import app
 

@@ -40,6 +40,28 @@ def test_test_redis_is_test_redis_url_or_the_next_database_of_redis_url():
     assert redis_url_for_tests({"TEST_REDIS_URL": "redis://h:1/3", "REDIS_URL": "redis://h:1/3"}) == "redis://h:1/3"
     assert redis_url_for_tests({"REDIS_URL": "redis://h:6379/0"}) == "redis://h:6379/1"
     assert redis_url_for_tests({"REDIS_URL": "redis://:pw@h:6379"}) == "redis://:pw@h:6379/1"
-    assert redis_url_for_tests({"REDIS_URL": "redis://h:6379/15"}) == "redis://h:6379/0"
+    with pytest.raises(RuntimeError, match="TEST_REDIS_URL"):  # never wraps around to /0
+        redis_url_for_tests({"REDIS_URL": "redis://h:6379/15"})
     assert redis_url_for_tests({}) == ""
     assert redis_db(with_redis_db("redis://h/2?x=1", 9)) == 9
+
+
+def test_the_test_channel_layer_keeps_the_hosts_connection_options(settings):
+    """Only the address moves to the test database: the read timeout that keeps idle
+    listeners alive (above channels-redis' 5 s blocking read) is what the tests exercise."""
+    from tests.redis_isolation import use_test_redis
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": "redis://h:6379/0", "socket_timeout": 15}]},
+        }
+    }
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    environ = {"REDIS_URL": "redis://h:6379/0", "CELERY_BROKER_URL": "memory://"}
+
+    use_test_redis(environ, settings)
+
+    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] == [
+        {"address": "redis://h:6379/1", "socket_timeout": 15}
+    ]
