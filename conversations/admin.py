@@ -53,7 +53,7 @@ class ConversationAdmin(admin.ModelAdmin):
         stored = Conversation.objects.get(pk=obj.pk)
         editable = ("title", "status", "metadata")
         changes = {name: getattr(obj, name) for name in editable if getattr(stored, name) != getattr(obj, name)}
-        services.conversation_update(conversation=obj, user=request.user, **changes)
+        services.conversation_update(conversation=obj, user=request.user, as_staff=True, **changes)
 
     def get_deleted_objects(self, objs, request):
         # A conversation's messages go with it, although they cannot be deleted one by one.
@@ -61,12 +61,12 @@ class ConversationAdmin(admin.ModelAdmin):
         return deleted, counts, perms_needed - {Message._meta.verbose_name}, protected
 
     def delete_model(self, request, obj):
-        services.conversation_delete(conversation=obj, user=request.user)
+        services.conversation_delete(conversation=obj, user=request.user, as_staff=True)
 
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
             for conversation in queryset:
-                services.conversation_delete(conversation=conversation, user=request.user)
+                services.conversation_delete(conversation=conversation, user=request.user, as_staff=True)
 
 
 @admin.register(Message)
@@ -92,7 +92,11 @@ class MessageAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Redact content of selected messages (audited)", permissions=["view"])
+    def has_redact_permission(self, request):
+        # Redaction overwrites content: staff who may only view messages may not redact.
+        return request.user.has_perm("conversations.change_message")
+
+    @admin.action(description="Redact content of selected messages (audited)", permissions=["redact"])
     def redact_content(self, request, queryset):
         with transaction.atomic():
             for message in queryset:

@@ -65,19 +65,21 @@ def conversation_create(
     return conversation
 
 
-def check_can_manage(*, conversation: Conversation, user) -> None:
+def check_can_manage(*, conversation: Conversation, user, as_staff: bool = False) -> None:
     """Only the owner, or an owner/admin of the tenant, may change or delete a
     conversation. Callers have already checked that ``user`` can see it (a stranger gets
-    404 from the selector), so a participant gets 403 here. Platform staff (``is_staff``)
-    act through the admin, which has checked their Django permissions already; the API
-    never shows them another tenant's conversations (selectors scope by tenant)."""
-    if conversation.owner_id != user.pk and not user.is_tenant_admin and not user.is_staff:
+    404 from the selector), so a participant gets 403 here. ``as_staff``: the Django admin
+    acts for platform staff and has checked their Django permissions already; no API path
+    passes it, so staff get no more over the API than anyone of their tenant."""
+    if as_staff and user.is_staff:
+        return
+    if conversation.owner_id != user.pk and not user.is_tenant_admin:
         raise Forbidden("Only the conversation's owner or a tenant admin may change or delete it.")
 
 
 @transaction.atomic
-def conversation_update(*, conversation: Conversation, user, **changes) -> Conversation:
-    check_can_manage(conversation=conversation, user=user)
+def conversation_update(*, conversation: Conversation, user, as_staff: bool = False, **changes) -> Conversation:
+    check_can_manage(conversation=conversation, user=user, as_staff=as_staff)
     allowed = {"title", "status", "metadata"}
     fields = [name for name in changes if name in allowed]
     for name in fields:
@@ -96,8 +98,8 @@ def conversation_update(*, conversation: Conversation, user, **changes) -> Conve
 
 
 @transaction.atomic
-def conversation_delete(*, conversation: Conversation, user) -> None:
-    check_can_manage(conversation=conversation, user=user)
+def conversation_delete(*, conversation: Conversation, user, as_staff: bool = False) -> None:
+    check_can_manage(conversation=conversation, user=user, as_staff=as_staff)
     conversation_id, tenant_id = conversation.pk, conversation.tenant_id
     conversation.delete()
     audit_record(

@@ -8,6 +8,7 @@ import pytest
 from audits.models import AuditChain, AuditRecord
 from audits.selectors import audit_chain_verify
 from conversations.models import Conversation, Message
+from tests.accounts.factories import TenantFactory, UserFactory
 from tests.conftest import ADMIN_IP, ADMIN_REQUEST_ID
 from tests.conversations.factories import ConversationFactory, add_messages
 
@@ -119,3 +120,43 @@ def test_redacting_a_message_in_the_admin_is_audited_and_keeps_its_seq(admin_cli
     assert record.details == {"conversation_id": conversation.pk, "seq": 2, "chars_removed": len("message 1")}
     assert Message.objects.filter(conversation=conversation).count() == 2
     assert_chain_ok(conversation.tenant_id)
+
+
+def test_staff_who_may_only_view_messages_cannot_redact(conversation):
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    viewer = UserFactory(email="viewer@example.com", tenant=TenantFactory(slug="operators"), is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_message"))
+    client = Client()
+    client.force_login(viewer)
+    message = conversation.messages.order_by("seq").last()
+
+    listing = client.get("/admin/conversations/message/")
+    response = client.post(
+        "/admin/conversations/message/", {"action": "redact_content", "_selected_action": [message.pk]}
+    )
+
+    assert listing.status_code == 200 and b"redact_content" not in listing.content
+    assert response.status_code == 200  # the action is not offered: nothing to run
+    message.refresh_from_db()
+    assert message.content == "message 1"
+    assert not AuditRecord.objects.filter(action="message.redacted").exists()
+
+
+def test_staff_get_no_more_over_the_api_than_their_tenant_role(conversation):
+    """The admin acts for staff; the API does not: a staff member who only takes part in a
+    conversation of their tenant may not change or delete it there."""
+    from tests.conftest import client_for
+
+    staff_member = UserFactory(tenant=conversation.tenant, role="member", is_staff=True)
+    conversation.participants.add(staff_member)
+    client = client_for(staff_member)
+
+    edit = client.patch(f"/api/v1/conversations/{conversation.pk}", {"title": "Mine now"}, format="json")
+    delete = client.delete(f"/api/v1/conversations/{conversation.pk}")
+
+    assert edit.status_code == 403 and delete.status_code == 403
+    conversation.refresh_from_db()
+    assert conversation.title == "Before"
+    assert not AuditRecord.objects.filter(action__in=["conversation.updated", "conversation.deleted"]).exists()
