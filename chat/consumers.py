@@ -133,7 +133,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             logger.warning(
                 "websocket refused: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
             )
-            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            await self._close(CLOSE_TRY_AGAIN_LATER)
 
     async def _open(self):
         token, subprotocol = self._token_and_subprotocol()
@@ -224,13 +224,28 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if self.closing or self.user is None or self.subscription is None:
             return None  # refused at connect or being closed: nothing more is served
-        if not await self._still_allowed():
-            return None
+        try:
+            if not await self._still_allowed():
+                return None
+        except Exception as exc:
+            if (dependency := dependency_failure(exc)) is None:
+                raise
+            # The caller cannot be checked right now: refuse this frame, keep the socket.
+            return await self._send_dependency_error(dependency, kind="recheck")
         try:
             content = decode_frame(text_data, bytes_data)
         except InvalidFrame as exc:
             return await self.send_error("invalid_frame", str(exc))
         return await self.receive_json(content)
+
+    async def _send_dependency_error(self, dependency: str, *, kind: str, ref=None):
+        logger.warning("websocket frame refused: %s unavailable", dependency, extra={"frame_type": kind})
+        await self.send_error(
+            "dependency_unavailable",
+            "A service this request needs is unavailable; retry shortly.",
+            {"dependency": dependency},
+            ref=ref,
+        )
 
     async def send_error(self, code: str, message: str, details=None, ref=None):
         await self.send_json(
@@ -271,13 +286,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(exc.code, exc.message, exc.details, ref=ref)
         except Exception as exc:
             if (dependency := dependency_failure(exc)) is not None:
-                logger.warning("websocket frame refused: %s unavailable", dependency, extra={"frame_type": kind})
-                return await self.send_error(
-                    "dependency_unavailable",
-                    "A service this request needs is unavailable; retry shortly.",
-                    {"dependency": dependency},
-                    ref=ref,
-                )
+                return await self._send_dependency_error(dependency, kind=kind, ref=ref)
             # One bad frame must not drop the connection; the log has the details.
             logger.exception("websocket frame failed", extra={"frame_type": kind})
             await self.send_error("internal_error", "An unexpected error occurred.", ref=ref)

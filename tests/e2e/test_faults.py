@@ -4,6 +4,7 @@ on free ports (never the shared ones): a ``redis-server --save ''`` and a Postgr
 cluster made with ``initdb``. Every loop is bounded in count and time, and every private
 server is stopped at teardown, also when the test failed."""
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 from chat.models import AgentRun
 from conversations.models import Message
@@ -281,6 +283,12 @@ def test_postgres_restarted_under_load_answers_503_envelopes_then_recovers(stack
     stack.run_python("from django.core.management import call_command\ncall_command('migrate', verbosity=0)", 120)
     stack.start_daphne()
     account = register(stack)
+    conversation = httpx.post(
+        f"{stack.base_url}/api/v1/conversations", json={}, headers=account["headers"], timeout=10, trust_env=False
+    ).json()
+    ws_url = (
+        f"{stack.base_url.replace('http', 'ws', 1)}/ws/v1/conversations/{conversation['id']}/?token={account['access']}"
+    )
     stop, results = threading.Event(), []
     clients = [
         threading.Thread(target=_load, args=(stack.base_url, account["headers"], stop, results, n)) for n in range(3)
@@ -289,23 +297,32 @@ def test_postgres_restarted_under_load_answers_503_envelopes_then_recovers(stack
         client.start()
 
     # Act: the database goes away for a few seconds under load, then comes back.
-    try:
-        wait_for(lambda: len(results) >= 10, timeout=DEADLINE, what="load before the outage")
-        private_postgres.stop()
-        down_at = time.monotonic()
-        # Down for as long as it takes the clients to be refused a few times (seconds).
-        wait_for(lambda: sum(1 for r in results if r[0] > down_at and r[1] == 503) >= 6, timeout=DEADLINE, what="503s")
-        private_postgres.start()
-        up_at = time.monotonic()
-        wait_for(
-            lambda: sum(1 for r in results if r[0] > up_at + 3 and r[1] in (200, 201)) >= 10,
-            timeout=DEADLINE,
-            what="recovery after the restart",
-        )
-    finally:
-        stop.set()
-        for client in clients:
-            client.join(35)
+    with ws_connect(ws_url, open_timeout=10, proxy=None) as ws:
+        try:
+            wait_for(lambda: len(results) >= 10, timeout=DEADLINE, what="load before the outage")
+            private_postgres.stop()
+            down_at = time.monotonic()
+            # Down for as long as it takes the clients to be refused a few times (seconds).
+            wait_for(
+                lambda: sum(1 for r in results if r[0] > down_at and r[1] == 503) >= 6, timeout=DEADLINE, what="503s"
+            )
+            # A WebSocket frame meanwhile: the caller cannot be re-checked, so the frame is
+            # refused with an error frame and the socket stays open.
+            ws.send(json.dumps({"type": "ping", "ref": "during"}))
+            during = json.loads(ws.recv(timeout=DEADLINE))
+            private_postgres.start()
+            up_at = time.monotonic()
+            wait_for(
+                lambda: sum(1 for r in results if r[0] > up_at + 3 and r[1] in (200, 201)) >= 10,
+                timeout=DEADLINE,
+                what="recovery after the restart",
+            )
+            ws.send(json.dumps({"type": "ping", "ref": "after"}))
+            after_frame = json.loads(ws.recv(timeout=DEADLINE))
+        finally:
+            stop.set()
+            for client in clients:
+                client.join(35)
 
     # Assert: every answer was a success or a 503 envelope with Retry-After; never a 500.
     statuses = sorted({r[1] for r in results})
@@ -317,4 +334,7 @@ def test_postgres_restarted_under_load_answers_503_envelopes_then_recovers(stack
             assert (error["code"], error["details"]) == ("dependency_unavailable", {"dependency": "database"})
     after = [r[1] for r in results if r[0] > up_at + 3]
     assert after and set(after) <= {200, 201}, after  # the pool recovered without a restart
+    assert during["type"] == "error" and during["data"]["code"] == "dependency_unavailable", during
+    assert during["data"]["details"] == {"dependency": "database"}
+    assert after_frame == {"type": "pong", "seq": None, "data": {"ref": "after"}}  # the same socket served on
     print(f"requests: {len(results)}, 503s: {sum(1 for r in results if r[1] == 503)}")
