@@ -77,20 +77,26 @@ async def conversation_events(request, pk):
             yield sse.comment("open")
             for frame in await subscription.backlog():
                 yield sse.encode(frame)
+            checked_at = time.monotonic()
             while True:
                 left = access.expires_at - time.time()
                 if left <= 0:
                     yield _final_error("token_expired", "The access token expired; reconnect with a new one.")
                     return
+                # Re-check the caller at every heartbeat, and at least every
+                # REALTIME_RECHECK_SECONDS on a busy stream (events alone never skip it).
                 frames = await subscription.next(timeout=min(settings.SSE_HEARTBEAT_SECONDS, left))
+                if time.time() >= access.expires_at:
+                    continue
+                if not frames or time.monotonic() - checked_at >= settings.REALTIME_RECHECK_SECONDS:
+                    if not await database_sync_to_async(user_still_active)(user.pk):
+                        yield _final_error("not_authenticated", "The user or their tenant is no longer active.")
+                        return
+                    checked_at = time.monotonic()
                 for frame in frames:
                     yield sse.encode(frame)
-                if frames or time.time() >= access.expires_at:
-                    continue
-                if not await database_sync_to_async(user_still_active)(user.pk):
-                    yield _final_error("not_authenticated", "The user or their tenant is no longer active.")
-                    return
-                yield sse.comment("heartbeat")
+                if not frames:
+                    yield sse.comment("heartbeat")
         except Exception as exc:
             if (dependency := dependency_failure(exc)) is None:
                 raise

@@ -310,6 +310,26 @@ async def test_sse_events_end_at_the_next_heartbeat_once_deactivated(settings, w
     assert [(e["event"], e["data"]["data"]["code"]) for e in parse_sse(body)] == [("error", "not_authenticated")]
 
 
+async def test_a_busy_sse_events_stream_is_rechecked_too(settings):
+    """Events arriving faster than the heartbeat never skip the re-check: once the user is
+    deactivated, the next event past REALTIME_RECHECK_SECONDS ends the stream instead."""
+    settings.SSE_HEARTBEAT_SECONDS = 60
+    settings.REALTIME_RECHECK_SECONDS = 0
+    user, conversation = await listener()
+    response = await AsyncClient().get(
+        f"/api/v1/conversations/{conversation.id}/events",
+        headers={"Authorization": f"Bearer {await access_token(user)}"},
+    )
+    await sse_opened(response)
+
+    user.is_active = False
+    await database_sync_to_async(user.save)(update_fields=["is_active"])
+    await database_sync_to_async(add_messages)(conversation, 1)
+    body = await read_to_end(response)
+
+    assert [(e["event"], e["data"]["data"]["code"]) for e in parse_sse(body)] == [("error", "not_authenticated")]
+
+
 # ---------------------------------------------------------------- SSE auth: header or ?token=
 
 
