@@ -270,7 +270,8 @@ def auth_refresh(*, refresh: str) -> TokenPair:
                     details={"jti": old.get("jti", ""), "family": str(family.pk) if family else ""},
                 )
                 pair = tokens_for(user, family=family)
-            elif family is None:
+            elif family is None or family.revoked_reason == RefreshTokenFamily.RevokedReason.LOGOUT:
+                # A logged-out client that retries its refresh is refused, and is no thief.
                 raise TokenError("Token is blacklisted")
             else:
                 # Committed before the 401: the revocation must outlive the refused request.

@@ -67,12 +67,6 @@ def access_from_token(raw_token: str | None) -> Access | None:
     return Access(user=user, expires_at=float(validated["exp"]))
 
 
-def user_from_token(raw_token: str | None):
-    """The active user of an active tenant an access token names, or None."""
-    access = access_from_token(raw_token)
-    return access.user if access else None
-
-
 def user_still_active(user_id: int) -> bool:
     """Whether the user and their tenant are both still active: one query. Long-lived
     connections (WebSocket, SSE) authenticated once call it again while they stay open."""

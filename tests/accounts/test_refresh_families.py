@@ -89,6 +89,11 @@ def test_logout_revokes_the_family():
     assert logout.status_code == 204
     assert_error(refresh(current["refresh"]), 401, "token_not_valid")
     assert AuditRecord.objects.get(action="auth.logout").details["family"]
+    # A logged-out client that retries its refresh is refused, not reported as a thief.
+    assert not AuditRecord.objects.filter(action="auth.refresh_reused").exists()
+    from accounts.models import RefreshTokenFamily
+
+    assert RefreshTokenFamily.objects.get().revoked_reason == "logout"
 
 
 def test_logout_revokes_tokens_of_the_family_issued_after_the_presented_one():

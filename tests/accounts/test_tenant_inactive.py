@@ -1,11 +1,11 @@
 """A deactivated tenant's users are locked out everywhere: API calls, login, refresh,
-SSE and WebSocket (``user_from_token``)."""
+SSE and WebSocket (``access_from_token``)."""
 
 import pytest
 
 from accounts.services import tokens_for
 from audits.models import AuditRecord
-from config.api.auth import user_from_token
+from config.api.auth import access_from_token
 from tests.accounts.factories import PASSWORD, UserFactory
 from tests.accounts.test_apis import assert_error
 from tests.conftest import client_for
@@ -60,12 +60,12 @@ def test_refresh_for_a_deactivated_tenant_is_401(api, user):
     assert not AuditRecord.objects.filter(action="auth.token_refreshed").exists()
 
 
-def test_user_from_token_refuses_a_deactivated_tenant(user):
+def test_access_from_token_refuses_a_deactivated_tenant(user):
     access = tokens_for(user).access
-    assert user_from_token(access) == user
+    assert access_from_token(access).user == user
     deactivate(user.tenant)
 
-    assert user_from_token(access) is None
+    assert access_from_token(access) is None
 
 
 def test_other_tenants_keep_working(user):
