@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class ChatConfig(AppConfig):
     name = "chat"
+
+    def ready(self):
+        # The composition of the run queue: services send runs through chat.queue, which
+        # this wires to the Celery task, so services never import the task module.
+        from . import queue, tasks
+
+        queue.run_sender_set(lambda run_id: tasks.execute_run.delay(run_id))

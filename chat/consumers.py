@@ -36,7 +36,7 @@ from conversations.events import event_frame, publish
 from conversations.serializers import MessageCreateSerializer
 from conversations.stream import ConversationSubscription, parse_resume_point
 
-from . import services
+from .services import turns
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
@@ -300,7 +300,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_message_send(self, content, ref):
         data = self._validated(MessageCreateSerializer(data=content))
-        turn = await database_sync_to_async(services.message_post)(
+        turn = await database_sync_to_async(turns.turn_enqueue)(
             user=self.user, conversation_id=self.conversation_id, **data
         )
         await self.send_json(

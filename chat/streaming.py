@@ -1,6 +1,7 @@
 """``POST /api/v1/chat/stream``: one chat turn answered as server-sent events."""
 
 import asyncio
+import logging
 import threading
 
 from channels.db import database_sync_to_async
@@ -14,8 +15,10 @@ from config.api.ratelimit import alimit_request
 from conversations.events import event_frame
 from conversations.services import message_event_data
 
-from . import services
 from .serializers import ChatRequestSerializer
+from .services import runs, turns
+
+logger = logging.getLogger(__name__)
 
 
 @csrf_exempt
@@ -37,7 +40,7 @@ async def chat_stream(request):
     if not data.is_valid():
         return validation_error_response(data.errors)
     try:
-        turn = await database_sync_to_async(services.turn_begin)(
+        turn = await database_sync_to_async(turns.turn_begin)(
             user=user, content=data.validated_data["message"], conversation_id=data.validated_data["conversation_id"]
         )
     except ApplicationError as exc:
@@ -45,17 +48,19 @@ async def chat_stream(request):
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    cancel = threading.Event()
+    listener_gone = threading.Event()
     first = event_frame("message.created", message_event_data(turn.message), turn.message.seq)
 
     def sink(frame: dict) -> None:  # called from the worker thread
         loop.call_soon_threadsafe(queue.put_nowait, frame)
 
+    delivery = runs.Delivery.in_request(sink=sink, listener_gone=listener_gone)
+
     async def work():
+        # Whatever the outcome, its terminal event (run.completed, run.failed) went out
+        # through the sink: the stream just ends.
         try:
-            await database_sync_to_async(services.run_execute)(run_id=turn.run.pk, sink=sink, cancel=cancel)
-        except services.AgentUnavailable:
-            pass  # run.failed already went out through the sink
+            await database_sync_to_async(runs.run_execute)(run_id=turn.run.pk, delivery=delivery)
         finally:
             queue.put_nowait(None)
 
@@ -74,10 +79,18 @@ async def chat_stream(request):
                     break
                 yield sse.encode(frame)
         except asyncio.CancelledError:
-            cancel.set()  # the client went away: stop the turn at its next event
+            listener_gone.set()  # the client went away: stop the turn at its next event
             raise
         finally:
             if not worker.done():
-                cancel.set()
+                listener_gone.set()
+            # No turn is left running unobserved: wait for it to stop (at its next event)
+            # and log what it raised. Shielded: a thread cannot be interrupted, only told.
+            try:
+                await asyncio.shield(worker)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("chat stream turn failed", extra={"run_id": turn.run.pk})
 
     return sse.response(stream())

@@ -3,11 +3,12 @@ from rest_framework import mixins, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api.errors import Forbidden
+from config.api.errors import Forbidden, ServiceUnavailable
 from config.api.idempotency import idempotent
 from config.api.views import HasTenant, TenantScopedViewSet
 
-from . import selectors, services
+from . import selectors
+from .models import Task
 from .serializers import (
     ChatRequestSerializer,
     ChatResponseSerializer,
@@ -16,9 +17,28 @@ from .serializers import (
     TaskSerializer,
     TaskWriteSerializer,
 )
+from .services import runs, todos, turns
 
 
-def turn_body(turn: services.Turn) -> dict:
+class AgentUnavailable(ServiceUnavailable):
+    code = "agent_unavailable"
+
+
+def answered(turn: turns.Turn) -> turns.Turn:
+    """The sync transport of a turn's outcome: the turn when the run completed (or another
+    execution holds it), else 503 ``agent_unavailable`` (the user's message stays)."""
+    run = turn.run
+    if turn.outcome == runs.Outcome.FAILED:
+        raise AgentUnavailable(
+            "The assistant is unavailable right now; your message was kept.",
+            details={"conversation_id": run.conversation_id, "message_id": run.trigger_message_id, "run_id": run.pk},
+        )
+    if run.status == run.Status.FAILED:  # a run settled earlier, failed
+        raise AgentUnavailable("The assistant could not answer this message.", details={"run_id": run.pk})
+    return turn
+
+
+def turn_body(turn: turns.Turn) -> dict:
     run = turn.run
     return {
         "conversation_id": turn.conversation.pk,
@@ -49,12 +69,12 @@ class ChatView(APIView):
         # Shared by both paths; each path's post is idempotent on its own response.
         data = ChatRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        turn = services.chat_turn(
+        turn = turns.turn_answer(
             user=request.user,
             content=data.validated_data["message"],
             conversation_id=data.validated_data["conversation_id"],
         )
-        return turn_body(turn)
+        return turn_body(answered(turn))
 
 
 class LegacyChatView(ChatView):
@@ -91,7 +111,7 @@ class TaskViewSet(
 
     def select(self, *, tenant, user):
         if user is None:
-            return services.Task.objects.none()
+            return Task.objects.none()
         status_filter = "all"
         if self.action == "list":
             query = TaskListQuerySerializer(data=self.request.query_params)
@@ -104,7 +124,7 @@ class TaskViewSet(
     def create(self, request):
         data = TaskWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        task = services.task_create(
+        task = todos.task_create(
             user=request.user,
             title=data.validated_data.get("title", ""),
             completed=data.validated_data.get("completed", False),
@@ -115,7 +135,7 @@ class TaskViewSet(
     def update(self, request, pk=None, partial=False):
         data = TaskWriteSerializer(data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
-        task = services.task_update(task=self.get_object(), user=request.user, **data.validated_data)
+        task = todos.task_update(task=self.get_object(), user=request.user, **data.validated_data)
         return Response(TaskSerializer(task).data)
 
     @extend_schema(request=TaskWriteSerializer, responses=TaskSerializer)
@@ -123,4 +143,4 @@ class TaskViewSet(
         return self.update(request, pk=pk, partial=True)
 
     def perform_destroy(self, instance):
-        services.task_delete(task=instance, user=self.request.user)
+        todos.task_delete(task=instance, user=self.request.user)

@@ -8,8 +8,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from chat import selectors as chat_selectors
-from chat import services as chat_services
 from chat.serializers import AgentRunSerializer, MessageAcceptedSerializer
+from chat.services import turns
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import TenantScopedViewSet
 
@@ -103,7 +103,7 @@ class ConversationViewSet(
     def _post_message(self, request, pk):
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        turn = chat_services.message_post(user=request.user, conversation_id=pk, **data.validated_data)
+        turn = turns.turn_enqueue(user=request.user, conversation_id=pk, **data.validated_data)
         body = {"message": MessageSerializer(turn.message).data, "run": AgentRunSerializer(turn.run).data}
         return Response(body, status=status.HTTP_202_ACCEPTED if turn.created else status.HTTP_200_OK)
 

@@ -1,5 +1,5 @@
 """The tool registry, shared by every provider. Tools act on the calling user's own tasks
-through chat.services and return JSON-able results (errors too, so the model can answer)."""
+through chat.services.todos and return JSON-able results (errors too, so the model can answer)."""
 
 import logging
 from collections.abc import Callable
@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from chat import selectors, services
+from chat import selectors
 from chat.models import Task
+from chat.services import todos
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def _find(user, arguments: dict) -> Task | dict:
 
 
 def add_task(user, **arguments) -> dict:
-    return {"task": task_data(services.task_create(user=user, title=_text(arguments, "title", required=True)))}
+    return {"task": task_data(todos.task_create(user=user, title=_text(arguments, "title", required=True)))}
 
 
 def list_tasks(user, *, status: str = "all", **_) -> dict:
@@ -84,7 +85,7 @@ def complete_task(user, **arguments) -> dict:
     found = _find(user, arguments)
     if isinstance(found, dict):
         return found
-    return {"task": task_data(services.task_update(task=found, user=user, completed=True))}
+    return {"task": task_data(todos.task_update(task=found, user=user, completed=True))}
 
 
 def update_task(user, **arguments) -> dict:
@@ -95,7 +96,7 @@ def update_task(user, **arguments) -> dict:
     found = _find(user, arguments)
     if isinstance(found, dict):
         return found
-    return {"task": task_data(services.task_update(task=found, user=user, title=new_title, completed=completed))}
+    return {"task": task_data(todos.task_update(task=found, user=user, title=new_title, completed=completed))}
 
 
 def delete_task(user, **arguments) -> dict:
@@ -103,7 +104,7 @@ def delete_task(user, **arguments) -> dict:
     if isinstance(found, dict):
         return found
     data = task_data(found)
-    services.task_delete(task=found, user=user)
+    todos.task_delete(task=found, user=user)
     return {"deleted": data}
 
 
@@ -181,7 +182,7 @@ def tool_execute(*, user, name: str, arguments: dict) -> dict:
             return tool.handler(user, **arguments)
     except InvalidArguments as exc:
         return {"error": "invalid_arguments", "message": str(exc)}
-    except services.TaskError as exc:
+    except todos.TaskError as exc:
         return {"error": exc.code, "message": exc.message}
     except Exception:
         # A bug of ours, not the model's: logged with its traceback, answered generically.

@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 
 from accounts.models import User
+from chat.agent import tools
 from chat.models import AgentRun, Task
 from conversations.models import Conversation, Message
 from tests.accounts.factories import TenantFactory, UserFactory
@@ -220,8 +221,6 @@ def test_a_tool_that_fails_unexpectedly_is_logged_and_reported_not_raised(
     auth_api, user, fake_openai, monkeypatch, caplog
 ):
     # The one place we break our own code on purpose: a tool with a bug.
-    from chat.agent import tools  # here: importing it before chat.services is circular
-
     def broken(user, **arguments):
         raise KeyError("bug")
 

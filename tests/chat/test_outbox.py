@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from chat import services
 from chat.models import AgentRun, Task
+from chat.services import runs, turns
 from chat.tasks import relay_unsent_runs
 from config.celery import app
 from conversations.models import Message
@@ -54,9 +54,9 @@ def test_message_posted_while_the_broker_is_down_is_202_and_its_run_is_marked_un
 
 
 def test_the_relay_hands_unsent_runs_over_and_clears_their_mark(user):
-    run = services.turn_begin(user=user, content="add a task to buy milk").run
+    run = turns.turn_begin(user=user, content="add a task to buy milk").run
     AgentRun.objects.filter(pk=run.pk).update(enqueue_failed_at=run.created_at)
-    already_sent = services.turn_begin(user=user, content="hello").run
+    already_sent = turns.turn_begin(user=user, content="hello").run
 
     result = relay_unsent_runs.apply().get()
 
@@ -68,10 +68,10 @@ def test_the_relay_hands_unsent_runs_over_and_clears_their_mark(user):
 
 
 def test_the_relay_keeps_the_mark_while_the_broker_is_still_down(user, broker_down):
-    run = services.turn_begin(user=user, content="hello").run
+    run = turns.turn_begin(user=user, content="hello").run
     AgentRun.objects.filter(pk=run.pk).update(enqueue_failed_at=run.created_at)
 
-    result = services.runs_relay()
+    result = runs.runs_relay()
 
     assert result == {"relayed": [], "failed": [run.pk]}
     run.refresh_from_db()

@@ -4,9 +4,9 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
-from chat import services
 from chat.models import AgentRun, Task
-from chat.tasks import run_agent_task, sweep_stuck_runs
+from chat.services import runs, turns
+from chat.tasks import execute_run, sweep_stuck_runs
 from conversations.models import Message
 from tests.accounts.factories import TenantFactory, UserFactory
 from tests.accounts.test_apis import assert_error
@@ -93,11 +93,11 @@ def test_post_message_into_foreign_conversation_is_404(auth_api):
 @pytest.mark.django_db
 def test_task_retries_transient_provider_errors_then_succeeds(user, fake_openai, settings):
     settings.AGENT_RETRY_BACKOFF_SECONDS = 0
-    turn = services.turn_begin(user=user, content="hi")
+    turn = turns.turn_begin(user=user, content="hi")
     fake_openai.fail(503)
     fake_openai.reply("second time lucky")
 
-    run_agent_task.apply(args=[turn.run.pk])
+    execute_run.apply(args=[turn.run.pk])
 
     run = AgentRun.objects.get(pk=turn.run.pk)
     assert (run.status, run.attempts) == ("completed", 2)
@@ -108,11 +108,11 @@ def test_task_retries_transient_provider_errors_then_succeeds(user, fake_openai,
 def test_task_fails_the_run_after_its_attempts(user, fake_openai, settings):
     settings.AGENT_RETRY_BACKOFF_SECONDS = 0
     settings.AGENT_MAX_ATTEMPTS = 2
-    turn = services.turn_begin(user=user, content="hi")
+    turn = turns.turn_begin(user=user, content="hi")
     fake_openai.fail(500)
     fake_openai.fail(500)
 
-    run_agent_task.apply(args=[turn.run.pk])
+    execute_run.apply(args=[turn.run.pk])
 
     run = AgentRun.objects.get(pk=turn.run.pk)
     assert (run.status, run.attempts) == ("failed", 2)
@@ -121,10 +121,10 @@ def test_task_fails_the_run_after_its_attempts(user, fake_openai, settings):
 
 @pytest.mark.django_db
 def test_task_does_not_run_a_settled_run_twice(user):
-    turn = services.turn_begin(user=user, content="add a task to once")
-    run_agent_task.apply(args=[turn.run.pk])
+    turn = turns.turn_begin(user=user, content="add a task to once")
+    execute_run.apply(args=[turn.run.pk])
 
-    run_agent_task.apply(args=[turn.run.pk])  # a redelivery
+    execute_run.apply(args=[turn.run.pk])  # a redelivery
 
     assert Task.objects.count() == 1
     assert Message.objects.filter(role="assistant").count() == 1
@@ -133,10 +133,10 @@ def test_task_does_not_run_a_settled_run_twice(user):
 @pytest.mark.django_db
 def test_task_redelivered_after_lost_workers_fails_the_run_once_its_attempts_are_used(user, settings):
     # reject_on_worker_lost redelivers without counting a Celery retry; the run counts.
-    turn = services.turn_begin(user=user, content="add a task to crash again")
+    turn = turns.turn_begin(user=user, content="add a task to crash again")
     AgentRun.objects.filter(pk=turn.run.pk).update(status="running", attempts=settings.AGENT_MAX_ATTEMPTS)
 
-    run_agent_task.apply(args=[turn.run.pk])
+    execute_run.apply(args=[turn.run.pk])
 
     run = AgentRun.objects.get(pk=turn.run.pk)
     assert (run.status, run.attempts) == ("failed", settings.AGENT_MAX_ATTEMPTS)
@@ -153,8 +153,8 @@ def test_sweep_requeues_a_run_whose_worker_died_and_fails_an_exhausted_one(
     from django.utils import timezone
 
     long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
-    orphan = services.turn_begin(user=user, content="add a task to survive").run
-    exhausted = services.turn_begin(user=user, content="hello").run
+    orphan = turns.turn_begin(user=user, content="add a task to survive").run
+    exhausted = turns.turn_begin(user=user, content="hello").run
     AgentRun.objects.filter(pk=orphan.pk).update(status="running", started_at=long_ago, attempts=1)
     AgentRun.objects.filter(pk=exhausted.pk).update(
         status="running", started_at=long_ago, attempts=settings.AGENT_MAX_ATTEMPTS
@@ -172,13 +172,14 @@ def test_sweep_requeues_a_run_whose_worker_died_and_fails_an_exhausted_one(
 
 @pytest.mark.django_db
 def test_cancelled_turn_is_marked_failed_and_stores_no_reply(user):
-    turn = services.turn_begin(user=user, content="hello")
+    turn = turns.turn_begin(user=user, content="hello")
     cancel = threading.Event()
     cancel.set()
 
-    run = services.run_execute(run_id=turn.run.pk, cancel=cancel)
+    result = runs.run_execute(run_id=turn.run.pk, delivery=runs.Delivery.in_request(listener_gone=cancel))
 
-    assert run.status == "failed" and run.error.startswith("cancelled")
+    assert result.outcome == runs.Outcome.CANCELLED
+    assert result.run.status == "failed" and result.run.error.startswith("cancelled")
     assert Message.objects.filter(role="assistant").count() == 0
 
 

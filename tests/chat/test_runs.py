@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from chat import services
 from chat.models import AgentRun, Task
-from chat.tasks import run_agent_task, sweep_stuck_runs
+from chat.services import runs, turns
+from chat.tasks import execute_run, sweep_stuck_runs
 from conversations.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -20,10 +20,10 @@ def _running(run, *, claimed_by: str, started_ago: timedelta = timedelta(0), att
 
 
 def test_a_duplicate_task_leaves_a_run_another_execution_holds(user):
-    run = services.turn_begin(user=user, content="add a task to once").run
+    run = turns.turn_begin(user=user, content="add a task to once").run
     _running(run, claimed_by="task-A")
 
-    run_agent_task.apply(args=[run.pk], task_id="task-B")
+    execute_run.apply(args=[run.pk], task_id="task-B")
 
     run.refresh_from_db()
     assert (run.status, run.claimed_by, run.attempts) == ("running", "task-A", 1)
@@ -31,10 +31,10 @@ def test_a_duplicate_task_leaves_a_run_another_execution_holds(user):
 
 
 def test_a_redelivery_of_the_same_task_takes_the_run_over(user):
-    run = services.turn_begin(user=user, content="add a task to once").run
+    run = turns.turn_begin(user=user, content="add a task to once").run
     _running(run, claimed_by="task-A")
 
-    run_agent_task.apply(args=[run.pk], task_id="task-A")
+    execute_run.apply(args=[run.pk], task_id="task-A")
 
     run.refresh_from_db()
     assert (run.status, run.attempts) == ("completed", 2)
@@ -42,30 +42,30 @@ def test_a_redelivery_of_the_same_task_takes_the_run_over(user):
 
 
 def test_a_lapsed_lease_may_be_taken_over_by_another_task(user, settings):
-    run = services.turn_begin(user=user, content="hello").run
+    run = turns.turn_begin(user=user, content="hello").run
     _running(run, claimed_by="task-A", started_ago=timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 61))
 
-    run_agent_task.apply(args=[run.pk], task_id="task-B")
+    execute_run.apply(args=[run.pk], task_id="task-B")
 
     run.refresh_from_db()
     assert (run.status, run.claimed_by, run.attempts) == ("completed", "task-B", 2)
 
 
 def test_run_fail_never_overwrites_a_settled_or_taken_over_run(user):
-    done = services.chat_turn(user=user, content="hello").run
-    held = services.turn_begin(user=user, content="hello").run
+    done = turns.turn_answer(user=user, content="hello").run
+    held = turns.turn_begin(user=user, content="hello").run
     _running(held, claimed_by="task-B")
     stale_view = AgentRun.objects.get(pk=held.pk)
     stale_view.claimed_by = "task-A"
 
-    assert services.run_fail(run=done, error="late") is False
-    assert services.run_fail(run=stale_view, error="late") is False
+    assert runs.run_fail(run=done, error="late") is False
+    assert runs.run_fail(run=stale_view, error="late") is False
     assert AgentRun.objects.get(pk=done.pk).status == "completed"
     assert AgentRun.objects.get(pk=held.pk).status == "running"
 
 
 def test_the_sweep_requeues_a_stale_queued_run_once_per_period(user, settings, django_capture_on_commit_callbacks):
-    run = services.turn_begin(user=user, content="hello").run
+    run = turns.turn_begin(user=user, content="hello").run
     AgentRun.objects.filter(pk=run.pk).update(
         queued_at=timezone.now() - timedelta(seconds=settings.AGENT_STALE_QUEUED_SECONDS + 1)
     )
@@ -81,7 +81,7 @@ def test_the_sweep_requeues_a_stale_queued_run_once_per_period(user, settings, d
 
 
 def test_the_sweep_leaves_a_run_within_its_lease(user):
-    run = services.turn_begin(user=user, content="hello").run
+    run = turns.turn_begin(user=user, content="hello").run
     _running(run, claimed_by="task-A", started_ago=timedelta(seconds=30))
 
     assert sweep_stuck_runs.apply().get() == {"requeued": [], "failed": []}

@@ -292,7 +292,7 @@ def test_a_killed_worker_leaves_a_running_run_that_the_sweep_queues_again(server
         "from datetime import timedelta\n"
         "from django.conf import settings\n"
         "from django.utils import timezone\n"
-        "from chat.services import runs_sweep\n"
+        "from chat.services.runs import runs_sweep\n"
         "later = timezone.now() + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 61)\n"
         "print(json.dumps(runs_sweep(now=later)))\n"
     )

@@ -200,11 +200,11 @@ def test_log_lines_are_json_with_the_request_id():
 
 
 def test_admin_shows_conversations_with_messages_and_runs(django_assert_max_num_queries):
-    from chat.services import chat_turn
+    from chat.services.turns import turn_answer
 
     staff = UserFactory(is_staff=True, is_superuser=True)
     member = UserFactory()
-    turns = [chat_turn(user=member, content=f"add a task to item {i}") for i in range(5)]
+    turns = [turn_answer(user=member, content=f"add a task to item {i}") for i in range(5)]
     client = Client()
     client.force_login(staff)
 

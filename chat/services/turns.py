@@ -1,0 +1,98 @@
+"""Turns: a turn is the user's message and the agent run answering it.
+
+``turn_begin`` stores both (the run queued) and commits before any agent work;
+``turn_answer`` then runs the agent in the caller's request; ``turn_enqueue`` hands the run
+to a worker instead. Executing a run is ``runs.run_execute``'s job, whoever calls it."""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+
+from conversations import selectors as conversation_selectors
+from conversations import services as conversation_services
+from conversations.models import Conversation, Message
+
+from ..agent.providers import get_provider
+from ..models import AgentRun
+from . import runs
+
+
+@dataclass
+class Turn:
+    conversation: Conversation
+    message: Message
+    run: AgentRun
+    # False when a resent client_message_id returned a turn stored earlier.
+    created: bool = True
+    # How the run ended, when this call executed it (turn_answer); None otherwise.
+    outcome: runs.Outcome | None = None
+
+
+def turn_begin(
+    *, user, content: str, conversation_id=None, attachments: list | None = None, client_message_id: str | None = None
+) -> Turn:
+    """Stores the user's message and a queued run for it, and commits, before any agent
+    work: whatever happens to the agent, the message is kept. No ``conversation_id``
+    starts a new conversation; an unknown or foreign one is 404. Resending a
+    ``client_message_id`` returns the stored turn instead of a second one."""
+    conversation_services.check_content(content)
+    provider = get_provider()
+    with transaction.atomic():
+        if conversation_id is None:
+            conversation = conversation_services.conversation_create(user=user, title=_title_from(content))
+        else:
+            conversation = conversation_selectors.conversation_get(
+                tenant=user.tenant_id, user=user, conversation_id=conversation_id
+            )
+        message, created = conversation_services.message_send(
+            conversation=conversation,
+            user=user,
+            content=content,
+            attachments=attachments,
+            client_message_id=client_message_id,
+        )
+        run = None if created else message.triggered_runs.order_by("-id").first()
+        if run is None:
+            run = AgentRun.objects.create(
+                tenant_id=user.tenant_id,
+                conversation=conversation,
+                user=user,
+                trigger_message=message,
+                provider=provider.name,
+                model=provider.model,
+            )
+    return Turn(conversation=conversation, message=message, run=run, created=created)
+
+
+def _title_from(content: str) -> str:
+    first_line = " ".join(content.split())
+    return first_line if len(first_line) <= 60 else first_line[:59] + "…"
+
+
+def turn_answer(*, user, content: str, conversation_id=None, delivery: runs.Delivery | None = None) -> Turn:
+    """A whole turn in the caller's request: store the message, run the agent, store the
+    reply. The turn's ``outcome`` says how the run ended; the message stays whatever it is."""
+    turn = turn_begin(user=user, content=content, conversation_id=conversation_id)
+    result = runs.run_execute(run_id=turn.run.pk, delivery=delivery or runs.Delivery.in_request())
+    turn.run, turn.outcome = result.run, result.outcome
+    return turn
+
+
+def turn_enqueue(
+    *, user, conversation_id, content: str, attachments: list | None = None, client_message_id: str | None = None
+) -> Turn:
+    """Stores the user's message and a queued run, and hands the run to a worker once the
+    transaction has committed. The caller answers at once (202), also when the broker is
+    down: the stored run is the outbox (see ``runs.run_enqueue``)."""
+    with transaction.atomic():
+        turn = turn_begin(
+            user=user,
+            content=content,
+            conversation_id=conversation_id,
+            attachments=attachments,
+            client_message_id=client_message_id,
+        )
+        if turn.created:
+            run_id = turn.run.pk
+            transaction.on_commit(lambda: runs.run_enqueue(run_id=run_id))
+    return turn
