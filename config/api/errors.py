@@ -185,7 +185,8 @@ def validation_error_response(detail) -> JsonResponse:
 
 
 def exception_handler(exc, context):
-    """DRF exception handler producing the envelope for every error a view raises."""
+    """The envelope for every error a DRF view raises. DRF calls it through
+    ``config.api.ratelimit.exception_handler``, which first counts refused requests."""
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, (RequestDataTooBig, SuspiciousOperation, BadRequest)):
@@ -209,12 +210,6 @@ def exception_handler(exc, context):
         )
     if not isinstance(exc, drf_exceptions.APIException):
         return None  # ApiErrorMiddleware turns it into a logged 500 envelope.
-    if isinstance(exc, (drf_exceptions.PermissionDenied, drf_exceptions.NotAuthenticated)):
-        # Refused before DRF's throttles ran: still one request against the caller's budget.
-        from .ratelimit import count_request
-
-        count_request(context.get("request"))
-
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
     headers = {}
     if isinstance(exc, drf_exceptions.ValidationError):
