@@ -7,8 +7,7 @@ from accounts.services import tokens_for
 from audits.models import AuditRecord
 from config.api.auth import user_from_token
 from tests.accounts.factories import PASSWORD, UserFactory
-from tests.accounts.test_apis import assert_error
-from tests.conftest import client_for
+from tests.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 

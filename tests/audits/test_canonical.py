@@ -10,7 +10,7 @@ from audits.hashing import HASH_VERSION
 from audits.models import AuditChain, AuditRecord
 from audits.selectors import audit_chain_verify
 from audits.services import audit_record
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 
