@@ -209,6 +209,8 @@ def test_admin_cannot_add_an_owner(tenant):
     )
 
     assert_error(response, 403, "permission_denied")
+    assert not User.objects.filter(email="o@example.com").exists()
+    assert User.objects.filter(tenant=tenant).count() == 1
 
 
 def test_other_tenants_user_is_404(user):

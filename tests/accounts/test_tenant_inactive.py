@@ -74,3 +74,4 @@ def test_other_tenants_keep_working(user):
     response = client_for(other).get("/api/v1/auth/me")
 
     assert response.status_code == 200
+    assert (response.json()["user"]["id"], response.json()["tenant"]["id"]) == (other.pk, other.tenant_id)

@@ -140,7 +140,8 @@ def test_refused_user_add_records_nothing(tenant):
         format="json",
     )
 
-    assert response.status_code == 403
+    assert_error(response, 403, "permission_denied")
+    assert not User.objects.filter(email="x@example.com").exists()
     assert not AuditRecord.objects.exists()
 
 
