@@ -51,7 +51,10 @@ def use_test_redis(environ, settings) -> str:
     if settings.CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
         settings.CACHES["default"]["LOCATION"] = url
     if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer":
-        settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [url]
+        # Only the address changes: the host's socket options (the read timeout that must
+        # outlast the layer's blocking read, keepalive) stay as the settings made them.
+        config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+        config["hosts"] = [{**host, "address": url} if isinstance(host, dict) else url for host in config["hosts"]]
     if not environ.get("CELERY_BROKER_URL"):
         from config.celery import app
 
