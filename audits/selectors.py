@@ -11,9 +11,12 @@ from .models import AuditChain, AuditRecord, chain_key
 
 def audit_record_list(*, tenant, user, filters: dict | None = None) -> QuerySet[AuditRecord]:
     """The records ``user`` may see: owners and admins the tenant's whole trail, members
-    only their own (actor = themselves). Another tenant's records never appear."""
+    only their own (actor = themselves). Another tenant's records never appear. ``user`` is
+    the scope and is required: None is refused, not read as "the whole trail"."""
+    if user is None:
+        raise TypeError("audit_record_list needs the user who reads the trail")
     records = AuditRecord.objects.for_tenant(tenant)
-    if user is not None and not user.is_tenant_admin:
+    if not user.is_tenant_admin:
         records = records.filter(actor_id=user.pk)
     return audit_record_filter(records, filters or {})
 
@@ -99,11 +102,14 @@ class ChainReport:
         return self.breaks[0].reason if self.breaks else ""
 
 
-def audit_chains(*, tenant=None) -> QuerySet[AuditChain]:
-    chains = AuditChain.objects.select_related("tenant").order_by("id")
-    if tenant is not None:
-        chains = chains.filter(key=chain_key(getattr(tenant, "pk", tenant)))
-    return chains
+def audit_chains_all() -> QuerySet[AuditChain]:
+    """Every chain: each tenant's and the platform's (operators' verification)."""
+    return AuditChain.objects.select_related("tenant").order_by("id")
+
+
+def audit_chains(*, tenant) -> QuerySet[AuditChain]:
+    """The chain of one tenant (a ``Tenant`` or its id)."""
+    return audit_chains_all().filter(key=chain_key(getattr(tenant, "pk", tenant)))
 
 
 def audit_orphan_tenant_ids() -> list[int | None]:
@@ -185,6 +191,7 @@ def audit_chain_verify(*, chain: AuditChain, batch_size: int = 2000) -> ChainRep
     )
 
 
-def audit_chain_verify_all(*, tenant=None) -> Iterator[ChainReport]:
-    for chain in audit_chains(tenant=tenant):
+def audit_chain_verify_all(*, chains: QuerySet[AuditChain]) -> Iterator[ChainReport]:
+    """One report per chain of ``chains`` (``audit_chains_all()`` or ``audit_chains(tenant=...)``)."""
+    for chain in chains:
         yield audit_chain_verify(chain=chain)

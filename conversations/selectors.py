@@ -8,10 +8,11 @@ from .models import Conversation, Message
 def conversation_list(
     *, tenant, user, status: str | None = None, channel: str | None = None, search: str | None = None
 ) -> QuerySet[Conversation]:
-    """Conversations the user owns or takes part in, within their tenant."""
-    qs = Conversation.objects.for_tenant(tenant)
-    if user is not None:
-        qs = qs.filter(Q(owner=user) | Q(participants=user)).distinct()
+    """Conversations the user owns or takes part in, within their tenant. ``user`` is the
+    scope and is required: None is refused, not read as "the whole tenant"."""
+    if user is None:
+        raise TypeError("conversation_list needs the user whose conversations to list")
+    qs = Conversation.objects.for_tenant(tenant).filter(Q(owner=user) | Q(participants=user)).distinct()
     if status:
         qs = qs.filter(status=status)
     if channel:

@@ -6,6 +6,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from tests.accounts.factories import TenantFactory, UserFactory
+from tests.helpers import client_for
 from tests.redis_isolation import use_test_redis
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -97,14 +98,6 @@ def user(tenant):
 @pytest.fixture
 def api():
     return APIClient()
-
-
-def client_for(user) -> APIClient:
-    from accounts.services import tokens_for
-
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens_for(user).access}")
-    return client
 
 
 @pytest.fixture

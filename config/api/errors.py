@@ -1,7 +1,9 @@
-"""The one error envelope of the public contract, and the application error type.
+"""The one error envelope of the public contract.
 
 ``{"error": {"code", "message", "details", "request_id"}}`` for every API error:
 DRF's own exceptions, our ``ApplicationError`` raised by services, and anything else.
+``ApplicationError`` and its subclasses live in ``config.core.errors`` (services need them
+without HTTP) and stay importable from here until the imports are updated.
 """
 
 import logging
@@ -15,45 +17,10 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from .context import current_request_id
+from config.core.context import current_request_id
+from config.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ServiceUnavailable  # noqa: F401
 
 logger = logging.getLogger(__name__)
-
-
-class ApplicationError(Exception):
-    """Raised by services; the API layer maps it to the error envelope."""
-
-    status = 400
-    code = "invalid_request"
-
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, details=None):
-        super().__init__(message)
-        self.message = message
-        if code:
-            self.code = code
-        if status:
-            self.status = status
-        self.details = details or {}
-
-
-class NotFound(ApplicationError):
-    status = 404
-    code = "not_found"
-
-
-class Forbidden(ApplicationError):
-    status = 403
-    code = "permission_denied"
-
-
-class Conflict(ApplicationError):
-    status = 409
-    code = "conflict"
-
-
-class ServiceUnavailable(ApplicationError):
-    status = 503
-    code = "service_unavailable"
 
 
 def error_body(code: str, message: str, details=None) -> dict:
@@ -185,7 +152,8 @@ def validation_error_response(detail) -> JsonResponse:
 
 
 def exception_handler(exc, context):
-    """DRF exception handler producing the envelope for every error a view raises."""
+    """The envelope for every error a DRF view raises. DRF calls it through
+    ``config.api.ratelimit.exception_handler``, which first counts refused requests."""
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, (RequestDataTooBig, SuspiciousOperation, BadRequest)):
@@ -209,12 +177,6 @@ def exception_handler(exc, context):
         )
     if not isinstance(exc, drf_exceptions.APIException):
         return None  # ApiErrorMiddleware turns it into a logged 500 envelope.
-    if isinstance(exc, (drf_exceptions.PermissionDenied, drf_exceptions.NotAuthenticated)):
-        # Refused before DRF's throttles ran: still one request against the caller's budget.
-        from .ratelimit import count_request
-
-        count_request(context.get("request"))
-
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
     headers = {}
     if isinstance(exc, drf_exceptions.ValidationError):

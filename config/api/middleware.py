@@ -2,12 +2,10 @@ import logging
 import re
 import time
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpRequest, HttpResponse
-
 from . import metrics
 from .context import client_ip_var, new_request_id, request_id_var, tenant_id_var, user_agent_var, user_id_var
 from .errors import dependency_failure, dependency_unavailable_response, django_error, error_response
+from .hybrid import HybridMiddleware
 from .routes import request_route
 
 logger = logging.getLogger("http.request")
@@ -31,35 +29,7 @@ def is_api_path(path: str) -> bool:
     return path.startswith("/api/") or path == "/api"
 
 
-class _HybridMiddleware:
-    """Runs natively in both the WSGI and the ASGI handler (no thread hop for async views)."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request):
-        if iscoroutinefunction(self):
-            return self._acall(request)
-        self.before(request)
-        return self.after(request, self.get_response(request))
-
-    async def _acall(self, request):
-        self.before(request)
-        return self.after(request, await self.get_response(request))
-
-    def before(self, request: HttpRequest) -> None:
-        pass
-
-    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        return response
-
-
-class RequestIdMiddleware(_HybridMiddleware):
+class RequestIdMiddleware(HybridMiddleware):
     """Gives every request an id (echoed from ``X-Request-ID`` when sane), logs one JSON line
     per request with method, path, status, duration, tenant and user, and counts it."""
 
@@ -101,7 +71,7 @@ class RequestIdMiddleware(_HybridMiddleware):
         return response
 
 
-class ApiErrorMiddleware(_HybridMiddleware):
+class ApiErrorMiddleware(HybridMiddleware):
     """On API paths no error is HTML and no exception leaks: Django's client errors (404,
     403, 400, 413) become their envelope, anything else unhandled a logged 500 envelope, and
     any non-JSON error page (resolver 404, CSRF 403, ...) is replaced by the envelope with

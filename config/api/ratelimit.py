@@ -27,12 +27,14 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django_ratelimit.core import get_usage
+from rest_framework import exceptions as drf_exceptions
 from rest_framework.throttling import BaseThrottle
 
-from . import metrics
+from . import errors, metrics
 from .errors import error_response
-from .middleware import _HybridMiddleware
+from .hybrid import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +201,17 @@ def count_request(request) -> None:
         request._request.rate_limit_usage = tenant_usage(user=user)
 
 
-class RateLimitHeadersMiddleware(_HybridMiddleware):
+def exception_handler(exc, context):
+    """DRF's ``EXCEPTION_HANDLER``: counts a request that permissions refused (401/403,
+    raised before DRF's throttles run) against the caller's budget, then answers with the
+    error envelope (``errors.exception_handler``). The counting lives here so that the
+    envelope knows nothing of rate limits."""
+    if isinstance(exc, (drf_exceptions.PermissionDenied, drf_exceptions.NotAuthenticated, DjangoPermissionDenied)):
+        count_request(context.get("request"))
+    return errors.exception_handler(exc, context)
+
+
+class RateLimitHeadersMiddleware(HybridMiddleware):
     """Adds ``X-RateLimit-Limit``/``X-RateLimit-Remaining`` (and ``Retry-After`` on a 429)
     to responses whose request was counted against a budget."""
 

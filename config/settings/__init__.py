@@ -8,5 +8,8 @@ With nothing set the app runs embedded (SQLite, local memory, in-process Celery)
 from .base import *  # noqa: F401,F403
 from .security import *  # noqa: F401,F403
 from .api import *  # noqa: F401,F403
-from .realtime import *  # noqa: F401,F403
+from .channels import *  # noqa: F401,F403
+from .agent import *  # noqa: F401,F403
+from .celery import *  # noqa: F401,F403
+from .audits import *  # noqa: F401,F403
 from .observability import *  # noqa: F401,F403

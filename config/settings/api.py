@@ -11,7 +11,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["config.api.ratelimit.TenantRateThrottle"],
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.api.errors.exception_handler",
+    # The error envelope (config/api/errors.py), after counting a 401/403 that DRF raised
+    # before its throttles ran against the caller's rate-limit budget.
+    "EXCEPTION_HANDLER": "config.api.ratelimit.exception_handler",
     # Export endpoints own ?format=; DRF must not read it for content negotiation.
     "URL_FORMAT_OVERRIDE": None,
 }

@@ -41,7 +41,9 @@ def test_tenant_deactivation_in_the_admin_is_audited(admin_client):
 
 def test_tenants_are_not_added_or_deleted_in_the_admin(admin_client):
     tenant = TenantFactory()
+    tenants_before = Tenant.objects.count()
 
     assert admin_client.get("/admin/accounts/tenant/add/").status_code == 403
     assert admin_client.post(f"/admin/accounts/tenant/{tenant.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Tenant.objects.filter(pk=tenant.pk).exists()
+    assert Tenant.objects.count() == tenants_before

@@ -2,7 +2,7 @@ import pytest
 
 from accounts.models import Tenant, User
 from tests.accounts.factories import PASSWORD, TenantFactory, UserFactory
-from tests.conftest import client_for
+from tests.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -12,16 +12,6 @@ REGISTER = {
     "display_name": "Ada",
     "tenant_name": "Difference Co",
 }
-
-
-def assert_error(response, status, code):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "details", "request_id"}
-    assert body["error"]["code"] == code
-    assert body["error"]["request_id"] == response["X-Request-ID"]
-    return body["error"]
 
 
 def test_register_creates_tenant_and_owner_and_returns_tokens(api):
@@ -219,6 +209,8 @@ def test_admin_cannot_add_an_owner(tenant):
     )
 
     assert_error(response, 403, "permission_denied")
+    assert not User.objects.filter(email="o@example.com").exists()
+    assert User.objects.filter(tenant=tenant).count() == 1
 
 
 def test_other_tenants_user_is_404(user):

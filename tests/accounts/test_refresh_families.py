@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from audits.models import AuditRecord
 from tests.accounts.factories import PASSWORD, UserFactory
-from tests.accounts.test_apis import assert_error
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 

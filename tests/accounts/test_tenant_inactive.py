@@ -7,8 +7,7 @@ from accounts.services import tokens_for
 from audits.models import AuditRecord
 from config.api.auth import access_from_token
 from tests.accounts.factories import PASSWORD, UserFactory
-from tests.accounts.test_apis import assert_error
-from tests.conftest import client_for
+from tests.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -75,3 +74,4 @@ def test_other_tenants_keep_working(user):
     response = client_for(other).get("/api/v1/auth/me")
 
     assert response.status_code == 200
+    assert (response.json()["user"]["id"], response.json()["tenant"]["id"]) == (other.pk, other.tenant_id)

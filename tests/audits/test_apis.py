@@ -12,20 +12,11 @@ from audits.models import AuditRecord
 from audits.services import audit_record
 from tests.accounts.factories import PASSWORD, TenantFactory, UserFactory
 from tests.audits.factories import make_records
-from tests.conftest import client_for
+from tests.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 
 UA = "audit-tests/1.0"
-
-
-def assert_error(response, status, code):
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert body["error"]["request_id"] == response["X-Request-ID"]
-    return body["error"]
 
 
 def only(action, **filters):
@@ -149,7 +140,8 @@ def test_refused_user_add_records_nothing(tenant):
         format="json",
     )
 
-    assert response.status_code == 403
+    assert_error(response, 403, "permission_denied")
+    assert not User.objects.filter(email="x@example.com").exists()
     assert not AuditRecord.objects.exists()
 
 

@@ -10,7 +10,7 @@ from audits.hashing import HASH_VERSION
 from audits.models import AuditChain, AuditRecord
 from audits.selectors import audit_chain_verify
 from audits.services import audit_record
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -64,6 +64,8 @@ def test_custom_event_body_parsed_from_raw_json_verifies(real_stack, user):
     response = api.post("/api/v1/audits/", body, content_type="application/json")
 
     assert response.status_code == 201, response.content
+    stored = AuditRecord.objects.get(pk=response.json()["id"])
+    assert (stored.action, stored.tenant_id, stored.actor_id) == ("custom.x", user.tenant_id, user.pk)
     reread_and_verify(user.tenant)
 
 

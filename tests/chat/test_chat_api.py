@@ -7,8 +7,7 @@ from chat.agent import tools
 from chat.models import AgentRun, Task
 from conversations.models import Conversation, Message
 from tests.accounts.factories import TenantFactory, UserFactory
-from tests.accounts.test_apis import assert_error
-from tests.conftest import client_for
+from tests.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 

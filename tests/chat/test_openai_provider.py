@@ -2,7 +2,7 @@ import pytest
 
 from chat.models import AgentRun, Task
 from conversations.models import Message
-from tests.accounts.test_apis import assert_error
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db
 

@@ -9,9 +9,9 @@ from chat.services import runs, turns
 from chat.tasks import execute_run, sweep_stuck_runs
 from conversations.models import Message
 from tests.accounts.factories import TenantFactory, UserFactory
-from tests.accounts.test_apis import assert_error
 from tests.chat.streams import access_token, communicator, parse_sse, read_sse, receive_until
 from tests.conversations.factories import ConversationFactory, add_messages
+from tests.helpers import assert_error
 
 # ---------------------------------------------------------------- 202 path
 

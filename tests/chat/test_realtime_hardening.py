@@ -17,9 +17,9 @@ from chat.models import AgentRun
 from conversations.events import group_name
 from conversations.models import Message
 from tests.accounts.factories import UserFactory
-from tests.accounts.test_apis import assert_error
 from tests.chat.streams import access_token, communicator, parse_sse, read_sse
 from tests.conversations.factories import ConversationFactory, add_messages
+from tests.helpers import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -3,8 +3,7 @@ import pytest
 from audits.models import AuditRecord
 from chat.models import Task
 from tests.accounts.factories import UserFactory
-from tests.accounts.test_apis import assert_error
-from tests.conftest import client_for
+from tests.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -1,11 +1,12 @@
 import pytest
 
 from audits.models import AuditRecord
+from chat.models import AgentRun
 from conversations.models import Conversation, Message
 from tests.accounts.factories import TenantFactory, UserFactory
-from tests.accounts.test_apis import assert_error
-from tests.conftest import client_for
+from tests.chat.factories import AgentRunFactory
 from tests.conversations.factories import ConversationFactory, add_messages
+from tests.helpers import assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -265,6 +266,23 @@ def test_turns_list_agent_runs(auth_api):
     assert [t["status"] for t in turns] == ["completed", "completed"]
     assert turns[1]["tool_calls"][0]["name"] == "add_task"
     assert turns[0]["tool_calls"] == []
+
+
+def test_turns_list_shows_queued_and_failed_runs_of_the_callers_conversation_only(auth_api, user):
+    conversation = ConversationFactory(owner=user)
+    queued = AgentRunFactory(conversation=conversation)
+    failed = AgentRunFactory(conversation=conversation, status=AgentRun.Status.FAILED, error="provider down")
+    colleagues = AgentRunFactory(conversation=ConversationFactory(owner=UserFactory(tenant=user.tenant)))
+
+    turns = auth_api.get(f"/api/v1/conversations/{conversation.pk}/turns").json()["results"]
+    foreign = auth_api.get(f"/api/v1/conversations/{colleagues.conversation_id}/turns")
+
+    assert [(t["id"], t["status"], t["error"]) for t in turns] == [  # newest first
+        (failed.pk, "failed", "provider down"),
+        (queued.pk, "queued", ""),
+    ]
+    assert [t["trigger_message_id"] for t in turns] == [failed.trigger_message_id, queued.trigger_message_id]
+    assert_error(foreign, 404, "not_found")
 
 
 def test_export_json_and_markdown(auth_api):

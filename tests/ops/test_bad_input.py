@@ -21,10 +21,10 @@ from config.api.models import IdempotencyKey
 from config.api.parsers import MAX_JSON_DEPTH
 from conversations.models import Conversation, Message
 from tests.accounts.factories import UserFactory
+from tests.chat.factories import TaskFactory
 from tests.chat.streams import access_token
-from tests.conftest import client_for
 from tests.conversations.factories import ConversationFactory, add_messages
-from tests.ops.test_errors import assert_envelope
+from tests.helpers import assert_envelope, client_for
 
 MODELS = (Tenant, User, Conversation, Message, AgentRun, Task, AuditRecord, IdempotencyKey)
 
@@ -286,8 +286,7 @@ def test_forged_cursor_is_a_400_invalid_cursor(auth_api, user, conversation, pat
 @pytest.mark.parametrize("path", LISTS)
 def test_cursors_the_api_hands_out_still_work(auth_api, user, conversation, path):
     add_messages(conversation, 3)
-    for i in range(3):
-        Task.objects.create(owner=user, tenant=user.tenant, title=f"t{i}")
+    TaskFactory.create_batch(3, owner=user)
     url = path.format(conversation_id=conversation.pk)
 
     first = auth_api.get(url, {"page_size": 1})

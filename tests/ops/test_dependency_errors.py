@@ -3,7 +3,7 @@
 import pytest
 from django.test import Client
 
-from .test_errors import assert_envelope
+from tests.helpers import assert_envelope
 
 pytestmark = pytest.mark.django_db
 

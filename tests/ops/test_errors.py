@@ -7,19 +7,9 @@ from django.test import Client
 
 from chat.models import AgentRun
 from conversations.models import Conversation, Message
+from tests.helpers import assert_envelope
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_envelope(response, status, code):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body["error"]) == {"code", "message", "details", "request_id"}
-    assert body["error"]["code"] == code
-    assert body["error"]["request_id"] == response["X-Request-ID"]
-    assert "secret" not in response.content.decode()
-    return body["error"]
 
 
 def oversized_json(settings) -> str:

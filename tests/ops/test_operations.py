@@ -90,8 +90,11 @@ def test_metrics_are_prometheus_text_and_count_requests(api):
 def test_metrics_token_is_enforced_when_set(api, settings):
     settings.METRICS_TOKEN = "s3cret"
 
-    assert api.get("/metrics").status_code == 401
-    assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+    refused = api.get("/metrics")
+    served = api.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret")
+
+    assert refused.status_code == 401 and b"http_requests_total" not in refused.content
+    assert served.status_code == 200 and b"http_requests_total" in served.content
 
 
 @pytest.mark.urls("tests.ops.urls")

@@ -9,7 +9,7 @@ from django.test import Client
 from prometheus_client import REGISTRY
 
 from config.api.routes import route_template
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 

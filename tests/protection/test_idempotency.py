@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from accounts.models import Tenant, User
 from config.api.models import IdempotencyKey
 from tests.accounts.factories import TenantFactory, UserFactory
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from prometheus_client import REGISTRY
 from accounts.models import Tenant
 from config.api.ratelimit import atenant_usage, tenant_usage
 from tests.accounts.factories import TenantFactory, UserFactory
-from tests.conftest import client_for
+from tests.helpers import client_for
 
 pytestmark = pytest.mark.django_db
 

@@ -18,7 +18,8 @@ class Command(BaseCommand):
     def handle(self, *args, tenant=None, **options):
         tenant = tenant_from_option(tenant)
         failures = 0
-        for report in selectors.audit_chain_verify_all(tenant=tenant):
+        chains = selectors.audit_chains_all() if tenant is None else selectors.audit_chains(tenant=tenant)
+        for report in selectors.audit_chain_verify_all(chains=chains):
             if report.ok:
                 self.stdout.write(
                     f"ok {report.chain}: {report.checked} records, head seq {report.head_seq} hash {report.head_hash}"

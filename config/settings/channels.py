@@ -1,0 +1,33 @@
+"""Live connections: the channel layer that fans events out to WebSocket and SSE
+listeners, and the timings of those connections."""
+
+from .env import REDIS_URL, env
+
+# Channel layer for WebSocket/SSE fan-out: Redis across processes, in-memory in one process.
+if REDIS_URL:
+    # An idle listener waits in channels-redis' blocking read (BZPOPMIN, 5 s) in a loop.
+    # redis-py >= 8 gives every socket a 5 s read timeout by default, so that read timed out
+    # and killed every idle WebSocket (1011) and SSE stream (channels_redis issue 422). The
+    # read timeout must stay above the blocking read; TCP keepalive and a health check
+    # notice a dead Redis on idle connections instead.
+    CHANNEL_REDIS_HOST = {
+        "address": REDIS_URL,
+        "socket_timeout": env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0),
+        "socket_connect_timeout": 5.0,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [CHANNEL_REDIS_HOST], "capacity": 1000, "expiry": 60},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+# Seconds between SSE heartbeat comments (keeps proxies from closing idle streams).
+SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
+# An open WebSocket that only listens re-checks its user and tenant before passing on an
+# event when the last check is older than this (every client frame re-checks anyway).
+REALTIME_RECHECK_SECONDS = env.float("REALTIME_RECHECK_SECONDS", default=10.0)
