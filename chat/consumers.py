@@ -34,7 +34,7 @@ from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.events import event_frame, publish
 from conversations.serializers import MessageCreateSerializer
-from conversations.stream import ConversationSubscription, parse_resume_point
+from conversations.subscriptions import ConversationSubscription, parse_resume_point
 
 from . import services
 

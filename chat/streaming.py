@@ -12,7 +12,7 @@ from config.api import parsers, sse
 from config.api.errors import ApplicationError, error_response, validation_error_response
 from config.api.ratelimit import alimit_request
 from conversations.events import event_frame
-from conversations.services import message_event_data
+from conversations.serializers import message_data
 
 from . import services
 from .serializers import ChatRequestSerializer
@@ -46,7 +46,7 @@ async def chat_stream(request):
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     cancel = threading.Event()
-    first = event_frame("message.created", message_event_data(turn.message), turn.message.seq)
+    first = event_frame("message.created", message_data(turn.message), turn.message.seq)
 
     def sink(frame: dict) -> None:  # called from the worker thread
         loop.call_soon_threadsafe(queue.put_nowait, frame)

@@ -25,7 +25,7 @@ from config.api.ratelimit import alimit_request
 
 from . import selectors
 from .events import event_frame
-from .stream import ConversationSubscription, parse_resume_point
+from .subscriptions import ConversationSubscription, parse_resume_point
 
 logger = logging.getLogger(__name__)
 
