@@ -1,7 +1,9 @@
 """WebSocket interface of a conversation: ``ws/v1/conversations/{id}/``.
 
-Auth: the access token as ``?token=`` or in ``Sec-WebSocket-Protocol`` (``bearer, <token>``
-or the token alone). Server frames are ``{"type", "seq", "data"}``; the client sends
+Auth: ``config.api.ws_auth.JWTAuthMiddleware`` (wrapped around the routes in
+``config/routing.py``) turns the access token (``?token=`` or ``Sec-WebSocket-Protocol``:
+``bearer, <token>`` or the token alone) into ``scope["user"]`` and the token's expiry; the
+consumer reads the scope. Server frames are ``{"type", "seq", "data"}``; the client sends
 ``message.send``, ``message.read``, ``typing`` and ``ping``. Close codes: 4401
 unauthenticated, 4403 forbidden, 4404 not found, 4429 rate limited (at connect). Each client
 frame but ``ping`` counts against the tenant's rate limit; over it, the frame is refused
@@ -27,14 +29,14 @@ from django.conf import settings
 from rest_framework import serializers
 
 from config.api import metrics, parsers
-from config.api.auth import access_from_token, user_still_active
+from config.api.auth import user_still_active
 from config.api.errors import ApplicationError, Forbidden, NotFound, dependency_failure, validation_message
 from config.api.ratelimit import atenant_usage
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.events import event_frame, publish
 from conversations.serializers import MessageCreateSerializer
-from conversations.stream import ConversationSubscription, parse_resume_point
+from conversations.subscriptions import ConversationSubscription, parse_resume_point
 
 from .services import turns
 
@@ -93,17 +95,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             subscription, self.subscription = self.subscription, None
             await subscription.close()
 
-    def _token_and_subprotocol(self) -> tuple[str | None, str | None]:
-        query = parse_qs(self.scope.get("query_string", b"").decode())
-        if query.get("token"):
-            return query["token"][0], None
-        protocols = self.scope.get("subprotocols") or []
-        if len(protocols) >= 2 and protocols[0].lower() == "bearer":
-            return protocols[1], protocols[0]
-        if len(protocols) == 1:
-            return protocols[0], protocols[0]
-        return None, None
-
     async def __call__(self, scope, receive, send):
         # disconnect() is skipped when a handler raises or the consumer is cancelled, so the
         # cleanup runs here. Channels' own loop reads this socket's channel on the layer:
@@ -136,13 +127,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self._close(CLOSE_TRY_AGAIN_LATER)
 
     async def _open(self):
-        token, subprotocol = self._token_and_subprotocol()
         # Accept first: a close code can only be sent on an open socket.
-        await self.accept(subprotocol=subprotocol)
-        access = await database_sync_to_async(access_from_token)(token)
-        if access is None:
+        await self.accept(subprotocol=self.scope.get("accepted_subprotocol"))
+        if dependency := self.scope.get("auth_unavailable"):
+            logger.warning(
+                "websocket refused: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
+            )
+            return await self.close(code=CLOSE_TRY_AGAIN_LATER)
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
             return await self._close(CLOSE_UNAUTHENTICATED)
-        self.user, self.expires_at = access.user, access.expires_at
+        self.user, self.expires_at = user, self.scope["token_expires_at"]
         self.checked_at = time.monotonic()
         # Connecting is one request against the tenant's budget; client frames are more.
         if (await atenant_usage(user=self.user)).limited:

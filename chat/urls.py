@@ -10,6 +10,8 @@ router.register("tasks", views.TaskViewSet, basename="task")
 urlpatterns = [
     re_path(r"^chat/?$", views.ChatView.as_view(), name="chat"),
     re_path(r"^chat/stream/?$", streaming.chat_stream, name="chat-stream"),
+    # The conversation's live events: served here, beside the chat stream and the consumer.
+    re_path(r"^conversations/(?P<pk>[0-9]+)/events/?$", streaming.conversation_events, name="conversation-events"),
     *router.urls,
 ]
 

@@ -2,7 +2,7 @@
 
 import os
 
-from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.routing import ProtocolTypeRouter
 from django.core.asgi import get_asgi_application
 
 from config import startup
@@ -15,7 +15,7 @@ django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
-from config.routing import websocket_urlpatterns  # noqa: E402  (needs the app registry)
+from config.routing import websocket_application  # noqa: E402  (needs the app registry)
 from config.shutdown import install_shutdown_watchdog  # noqa: E402
 
 # SIGTERM stops daphne within SHUTDOWN_GRACE_SECONDS, whatever is still in flight.
@@ -24,6 +24,6 @@ install_shutdown_watchdog(settings.SHUTDOWN_GRACE_SECONDS)
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": websocket_application,
     }
 )

@@ -55,6 +55,10 @@ class ConversationUpdateSerializer(serializers.Serializer):
 
 
 class MessageSerializer(serializers.ModelSerializer):
+    """The one wire shape of a stored message: REST bodies, the durable events on SSE and
+    WebSocket (``message_data``) and the exports all render a message through it, so they
+    cannot drift. Datetimes are DRF's ISO 8601 spelling, UTC as ``Z``."""
+
     conversation_id = serializers.IntegerField(read_only=True)
     sender_id = serializers.IntegerField(read_only=True, allow_null=True)
 
@@ -75,6 +79,12 @@ class MessageSerializer(serializers.ModelSerializer):
             "read_at",
         ]
         read_only_fields = fields
+
+
+def message_data(message: Message) -> dict:
+    """A stored message as every interface sends it (a plain dict: it also travels through
+    the channel layer)."""
+    return dict(MessageSerializer(message).data)
 
 
 class MessageCreateSerializer(serializers.Serializer):

@@ -1,6 +1,5 @@
 """Every write to conversations and messages. Events go out through conversations.events."""
 
-import json
 from collections.abc import Iterable
 
 from django.db import IntegrityError, transaction
@@ -13,6 +12,7 @@ from config.api.errors import ApplicationError, Forbidden
 from . import selectors
 from .events import Publisher, publish
 from .models import MAX_MESSAGE_CHARS, Conversation, Message
+from .serializers import message_data
 
 
 def check_content(content: str) -> str:
@@ -151,7 +151,7 @@ def message_create(
             client_message_id=client_message_id,
             created_at=now,
         )
-        (publisher or Publisher(conversation.pk)).emit(event, message_event_data(message), seq=message.seq)
+        (publisher or Publisher(conversation.pk)).emit(event, message_data(message), seq=message.seq)
     return message
 
 
@@ -200,7 +200,7 @@ def message_mark_read(*, message: Message, user) -> Message:
         message.save(update_fields=["status", "read_at"])
         # No frame seq: the SSE id (what a client resumes from) only ever moves forward;
         # data.seq names the message.
-        publish(message.conversation_id, "message.status", message_event_data(message), after_commit=True)
+        publish(message.conversation_id, "message.status", message_data(message), after_commit=True)
         audit_record(
             tenant=user.tenant,
             actor=user,
@@ -218,45 +218,6 @@ def message_read(*, user, conversation_id, message_id) -> Message:
     conversation = selectors.conversation_get(tenant=user.tenant_id, user=user, conversation_id=conversation_id)
     message = selectors.message_get(conversation=conversation, message_id=message_id)
     return message_mark_read(message=message, user=user)
-
-
-def message_event_type(message: Message) -> str:
-    """The durable event that announces a stored message (also used when replaying)."""
-    return "message.completed" if message.role == Message.Role.ASSISTANT else "message.created"
-
-
-def message_event_data(message: Message) -> dict:
-    return {
-        "id": message.pk,
-        "conversation_id": message.conversation_id,
-        "seq": message.seq,
-        "role": message.role,
-        "sender_id": message.sender_id,
-        "content": message.content,
-        "tool_calls": message.tool_calls,
-        "attachments": message.attachments,
-        "status": message.status,
-        "client_message_id": message.client_message_id,
-        "created_at": message.created_at.isoformat(),
-        "read_at": message.read_at.isoformat() if message.read_at else None,
-    }
-
-
-def conversation_markdown(*, conversation: Conversation, messages) -> str:
-    """A readable transcript: title, then each message with its seq, role and time."""
-    lines = [f"# {conversation.title or f'Conversation {conversation.pk}'}", ""]
-    lines.append(f"- id: {conversation.pk}  \n- channel: {conversation.channel}  \n- status: {conversation.status}")
-    lines.append("")
-    for message in messages:
-        who = message.role.capitalize()
-        lines.append(f"### {message.seq}. {who} · {message.created_at.isoformat(timespec='seconds')}")
-        lines.append("")
-        lines.append(message.content)
-        for call in message.tool_calls:
-            lines.append("")
-            lines.append(f"> tool `{call.get('name')}` {json.dumps(call.get('arguments'), ensure_ascii=False)}")
-        lines.append("")
-    return "\n".join(lines)
 
 
 REDACTED_CONTENT = "[redacted]"

@@ -1,5 +1,3 @@
-import json
-
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -13,7 +11,7 @@ from chat.services import turns
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import TenantScopedViewSet
 
-from . import selectors, services
+from . import exports, selectors, services
 from .serializers import (
     ConversationCreateSerializer,
     ConversationListQuerySerializer,
@@ -137,17 +135,11 @@ class ConversationViewSet(
         conversation = self.get_conversation()
         messages = selectors.message_list(conversation=conversation)
         if query.validated_data["format"] == "markdown":
-            body, content_type, ext = (
-                services.conversation_markdown(conversation=conversation, messages=messages),
-                "text/markdown; charset=utf-8",
-                "md",
-            )
+            body = exports.conversation_markdown(conversation=conversation, messages=messages)
+            content_type, ext = "text/markdown; charset=utf-8", "md"
         else:
-            document = {
-                "conversation": ConversationSerializer(conversation).data,
-                "messages": MessageSerializer(messages, many=True).data,
-            }
-            body, content_type, ext = json.dumps(document, indent=2, default=str), "application/json", "json"
+            body = exports.conversation_json(conversation=conversation, messages=messages)
+            content_type, ext = "application/json", "json"
         response = HttpResponse(body, content_type=content_type)
         response["Content-Disposition"] = f'attachment; filename="conversation-{conversation.pk}.{ext}"'
         return response

@@ -62,6 +62,14 @@ def _isolated_cache_and_tasks(settings):
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = eager
+    # Each async test runs on an event loop of its own, and a channels-redis layer belongs
+    # to the loop that first received on it (its receive lock and count): a consumer still
+    # receiving when its test's loop closed would make the next test's receive fail with
+    # "bound to a different event loop". Production has one loop per process; tests get a
+    # fresh layer each.
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
 
 
 def clear_test_cache() -> None:

@@ -5,14 +5,16 @@ anything is sent). Headers keep proxies and GZip from buffering, and a comment l
 first so the headers flush at once.
 """
 
+import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from channels.db import database_sync_to_async
 from django.http import StreamingHttpResponse
 
 from .auth import Access, access_from_token, bearer_token
 from .errors import ApplicationError, dependency_unavailable_body, error_response
+from .ratelimit import alimit_request
 
 
 def encode(frame: dict) -> str:
@@ -46,14 +48,26 @@ async def access(request) -> Access | None:
     return granted
 
 
-async def authenticate(request):
-    """The caller from the bearer token, or None."""
-    granted = await access(request)
-    return granted.user if granted else None
-
-
 def unauthenticated():
     return error_response(401, "not_authenticated", "Authentication credentials were not provided or are invalid.")
+
+
+def authenticated(view: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
+    """The preamble of every SSE view: the caller from the bearer token (else 401
+    ``not_authenticated``), one request drawn from their tenant's rate limit (else 429 with
+    ``Retry-After``), then ``view(request, access, *args, **kwargs)`` with the ``Access``
+    (the user and the token's expiry). Input validation stays in the view."""
+
+    @functools.wraps(view)
+    async def wrapper(request, *args, **kwargs):
+        granted = await access(request)
+        if granted is None:
+            return unauthenticated()
+        if (refused := await alimit_request(request, user=granted.user)) is not None:
+            return refused
+        return await view(request, granted, *args, **kwargs)
+
+    return wrapper
 
 
 def dependency_error_frame(dependency: str) -> dict:

@@ -7,7 +7,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from accounts.services import tokens_for
-from config.routing import websocket_urlpatterns
+from config.routing import websocket_application
 
 
 def parse_sse(text: str) -> list[dict]:
@@ -46,14 +46,11 @@ async def access_token(user) -> str:
 
 
 async def communicator(user, conversation_id: int, *, query: str = "", subprotocols=None, token: str | None = None):
-    from channels.routing import URLRouter
-
-    app = URLRouter(websocket_urlpatterns)
     if token is None and user is not None and subprotocols is None:
         token = await access_token(user)
     params = "&".join(p for p in [f"token={token}" if token else "", query] if p)
     path = f"/ws/v1/conversations/{conversation_id}/" + (f"?{params}" if params else "")
-    return WebsocketCommunicator(app, path, subprotocols=subprotocols)
+    return WebsocketCommunicator(websocket_application, path, subprotocols=subprotocols)
 
 
 async def receive_until(comm, predicate, timeout: float = 5.0) -> list[dict]:

@@ -433,14 +433,14 @@ async def test_websocket_malformed_frames_get_errors_and_keep_the_connection():
 @pytest.mark.django_db(transaction=True)
 async def test_a_live_message_that_skips_ahead_brings_the_ones_in_between():
     from conversations.events import event_frame
-    from conversations.services import message_event_data
-    from conversations.stream import SeqFilter
+    from conversations.serializers import message_data
+    from conversations.subscriptions import SeqFilter
 
     user = await database_sync_to_async(UserFactory)()
     conversation = await database_sync_to_async(ConversationFactory)(owner=user)
     messages = await database_sync_to_async(add_messages)(conversation, 3)
     seq_filter = SeqFilter(conversation.id, last_seq=1)
-    live = [event_frame("message.created", message_event_data(m), m.seq) for m in messages]
+    live = [event_frame("message.created", message_data(m), m.seq) for m in messages]
 
     # seq 3's event arrives before seq 2's (published by two processes)
     first = await seq_filter.admit_live(live[2])

@@ -19,7 +19,7 @@ from config.api.fields import MAX_ID
 
 from .events import event_frame, group_name
 from .models import Conversation, Message
-from .services import message_event_data, message_event_type
+from .serializers import message_data
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,17 @@ logger = logging.getLogger(__name__)
 MESSAGE_EVENTS = {"message.created", "message.completed"}
 
 
+def message_event_type(message: Message) -> str:
+    """The durable event that announces a stored message, when it is replayed."""
+    return "message.completed" if message.role == Message.Role.ASSISTANT else "message.created"
+
+
 def stored_frames(conversation_id: int, after_seq: int, upto_seq: int | None = None) -> list[dict]:
     messages = Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq).order_by("seq")
     if upto_seq is not None:
         messages = messages.filter(seq__lte=upto_seq)
     return [
-        event_frame(message_event_type(message), message_event_data(message), message.seq)
+        event_frame(message_event_type(message), message_data(message), message.seq)
         for message in messages.iterator(chunk_size=200)
     ]
 

@@ -1,0 +1,34 @@
+"""A conversation as a download (``GET .../export?format=json|markdown``).
+
+Both formats are built from the one message renderer (``serializers.message_data``), so an
+export shows a message exactly as REST and the live events do.
+"""
+
+import json
+
+from .models import Conversation
+from .serializers import ConversationSerializer, message_data
+
+
+def conversation_json(*, conversation: Conversation, messages) -> str:
+    document = {
+        "conversation": ConversationSerializer(conversation).data,
+        "messages": [message_data(message) for message in messages],
+    }
+    return json.dumps(document, indent=2, default=str)
+
+
+def conversation_markdown(*, conversation: Conversation, messages) -> str:
+    """A readable transcript: title, then each message with its seq, role and time."""
+    lines = [f"# {conversation.title or f'Conversation {conversation.pk}'}", ""]
+    lines.append(f"- id: {conversation.pk}  \n- channel: {conversation.channel}  \n- status: {conversation.status}")
+    lines.append("")
+    for message in map(message_data, messages):
+        lines.append(f"### {message['seq']}. {message['role'].capitalize()} · {message['created_at']}")
+        lines.append("")
+        lines.append(message["content"])
+        for call in message["tool_calls"]:
+            lines.append("")
+            lines.append(f"> tool `{call.get('name')}` {json.dumps(call.get('arguments'), ensure_ascii=False)}")
+        lines.append("")
+    return "\n".join(lines)
