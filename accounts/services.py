@@ -15,7 +15,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from audits.services import audit_record
-from config.api.errors import ApplicationError, Conflict
+from config.core.errors import ApplicationError, Conflict
 
 from .models import RefreshTokenFamily, RefreshTokenFamilyMember, Tenant, User
 

@@ -13,8 +13,8 @@ from datetime import timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from config.api.context import client_ip_var, request_id_var, user_agent_var
-from config.api.errors import ApplicationError
+from config.core.context import client_ip_var, request_id_var, user_agent_var
+from config.core.errors import ApplicationError
 
 from .hashing import HASH_VERSION, normalize_details
 from .models import AuditChain, AuditRecord, chain_key

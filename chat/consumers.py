@@ -28,10 +28,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework import serializers
 
-from config.api import metrics, parsers
+from config.api import parsers
 from config.api.auth import user_still_active
-from config.api.errors import ApplicationError, Forbidden, NotFound, dependency_failure, validation_message
+from config.api.errors import dependency_failure, validation_message
 from config.api.ratelimit import atenant_usage
+from config.core import metrics
+from config.core.errors import ApplicationError, Forbidden, NotFound
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.events import event_frame, publish

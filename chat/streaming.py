@@ -21,12 +21,12 @@ from django.views.decorators.http import require_GET, require_POST
 from config.api import parsers, sse
 from config.api.auth import Access, user_still_active
 from config.api.errors import (
-    ApplicationError,
     dependency_failure,
     dependency_unavailable_response,
     error_response,
     validation_error_response,
 )
+from config.core.errors import ApplicationError
 from conversations import selectors as conversation_selectors
 from conversations.events import event_frame
 from conversations.serializers import message_data

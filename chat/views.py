@@ -3,9 +3,9 @@ from rest_framework import mixins, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api.errors import Forbidden, ServiceUnavailable
 from config.api.idempotency import idempotent
 from config.api.views import HasTenant, TenantScopedViewSet
+from config.core.errors import Forbidden, ServiceUnavailable
 
 from . import selectors
 from .models import Task

@@ -26,7 +26,7 @@ app.autodiscover_tasks()
 
 @before_task_publish.connect
 def _attach_request_id(headers=None, **_):
-    from config.api.context import current_request_id
+    from config.core.context import current_request_id
 
     request_id = current_request_id()
     if headers is not None and request_id and "request_id" not in headers:
@@ -35,7 +35,7 @@ def _attach_request_id(headers=None, **_):
 
 @task_prerun.connect
 def _restore_request_id(task=None, **_):
-    from config.api.context import new_request_id, request_id_var
+    from config.core.context import new_request_id, request_id_var
 
     request_id = getattr(task.request, "request_id", None) or (task.request.headers or {}).get("request_id")
     task._request_id_token = request_id_var.set(request_id or new_request_id())
@@ -43,7 +43,7 @@ def _restore_request_id(task=None, **_):
 
 @task_postrun.connect
 def _clear_request_id(task=None, **_):
-    from config.api.context import request_id_var
+    from config.core.context import request_id_var
 
     token = getattr(task, "_request_id_token", None)
     if token is not None:
@@ -72,7 +72,7 @@ def _count_retry(sender=None, **_):
 
 
 def _count(task, outcome: str) -> None:
-    from config.api.metrics import CELERY_TASKS
+    from config.core.metrics import CELERY_TASKS
 
     CELERY_TASKS.labels(getattr(task, "name", None) or "unknown", outcome).inc()
 
@@ -118,7 +118,7 @@ def _serve_worker_metrics(**_):
 
 
 def _assert_no_task_samples_yet() -> None:
-    from config.api import metrics
+    from config.core import metrics
 
     for metric in (metrics.CELERY_TASKS, metrics.AGENT_RUNS, metrics.AGENT_RUN_LATENCY):
         for family in metric.collect():

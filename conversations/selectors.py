@@ -1,6 +1,6 @@
 from django.db.models import Q, QuerySet
 
-from config.api.errors import Forbidden, NotFound
+from config.core.errors import Forbidden, NotFound
 
 from .models import Conversation, Message
 

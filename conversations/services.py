@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from audits.services import audit_record
-from config.api.errors import ApplicationError, Forbidden
+from config.core.errors import ApplicationError, Forbidden
 
 from . import selectors
 from .events import Publisher, publish

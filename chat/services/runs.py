@@ -22,7 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audits.services import audit_record
-from config.api import metrics
+from config.core import metrics
 from conversations import services as conversation_services
 from conversations.events import Publisher
 from conversations.models import Message

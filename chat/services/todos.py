@@ -5,7 +5,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audits.services import audit_record
-from config.api.errors import ApplicationError
+from config.core.errors import ApplicationError
 
 from ..models import Task
 

@@ -7,7 +7,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt import authentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
-from .context import tenant_id_var, user_id_var
+from config.core.context import tenant_id_var, user_id_var
 
 
 def _remember(user) -> None:

@@ -2,8 +2,8 @@
 
 ``{"error": {"code", "message", "details", "request_id"}}`` for every API error:
 DRF's own exceptions, our ``ApplicationError`` raised by services, and anything else.
-``ApplicationError`` and its subclasses live in ``config.core.errors`` (services need them
-without HTTP) and stay importable from here until the imports are updated.
+``ApplicationError`` and its subclasses live in ``config.core.errors``: services raise them
+without knowing HTTP; this module maps them to responses.
 """
 
 import logging
@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from config.core.context import current_request_id
-from config.core.errors import ApplicationError, Conflict, Forbidden, NotFound, ServiceUnavailable  # noqa: F401
+from config.core.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
 

@@ -57,7 +57,8 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 
-from . import metrics
+from config.core import metrics
+
 from .errors import error_response
 from .models import IdempotencyKey
 

@@ -3,7 +3,7 @@ import re
 
 from pythonjsonlogger.json import JsonFormatter
 
-from .context import request_id_var, tenant_id_var, user_id_var
+from config.core.context import request_id_var, tenant_id_var, user_id_var
 
 # Query parameters whose values are credentials (SSE and WebSocket take ``?token=``).
 _SECRET_QUERY_PARAM = re.compile(

@@ -2,8 +2,16 @@ import logging
 import re
 import time
 
-from . import metrics
-from .context import client_ip_var, new_request_id, request_id_var, tenant_id_var, user_agent_var, user_id_var
+from config.core import metrics
+from config.core.context import (
+    client_ip_var,
+    new_request_id,
+    request_id_var,
+    tenant_id_var,
+    user_agent_var,
+    user_id_var,
+)
+
 from .errors import dependency_failure, dependency_unavailable_response, django_error, error_response
 from .hybrid import HybridMiddleware
 from .routes import request_route

@@ -32,7 +32,9 @@ from django_ratelimit.core import get_usage
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.throttling import BaseThrottle
 
-from . import errors, metrics
+from config.core import metrics
+
+from . import errors
 from .errors import error_response
 from .hybrid import HybridMiddleware
 

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from channels.db import database_sync_to_async
 from django.http import StreamingHttpResponse
 
+from config.core.errors import ApplicationError
+
 from .auth import Access, access_from_token, bearer_token
-from .errors import ApplicationError, dependency_unavailable_body, error_response
+from .errors import dependency_unavailable_body, error_response
 from .ratelimit import alimit_request
 
 

@@ -8,8 +8,8 @@ from audits.hashing import GENESIS_HASH
 from audits.models import AuditChain, AuditRecord
 from audits.selectors import audit_chain_verify
 from audits.services import audit_custom_record, audit_record
-from config.api.context import client_ip_var, request_id_var, user_agent_var
-from config.api.errors import ApplicationError
+from config.core.context import client_ip_var, request_id_var, user_agent_var
+from config.core.errors import ApplicationError
 from tests.accounts.factories import TenantFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection, transaction
 
 from audits.models import AuditRecord
-from config.api.errors import ApplicationError, Forbidden, NotFound
+from config.core.errors import ApplicationError, Forbidden, NotFound
 from conversations.models import Conversation, Message
 from conversations.services import (
     conversation_create,

@@ -182,8 +182,8 @@ def test_log_lines_are_json_with_the_request_id():
 
     from pythonjsonlogger.json import JsonFormatter
 
-    from config.api.context import request_id_var
     from config.api.logging import RequestContextFilter
+    from config.core.context import request_id_var
 
     token = request_id_var.set("abc")
     try:
