@@ -27,42 +27,24 @@ from decimal import Decimal
 
 from django.core.serializers.json import DjangoJSONEncoder
 
+from config.api.parsers import InvalidJSON, check_value
+
 HASH_VERSION = 2
 HASH_VERSIONS = (1, 2)
 # prev_hash of a chain's first record (and the anchor of a chain nothing was purged from).
 GENESIS_HASH = "0" * 64
 
 
-MAX_DETAILS_DEPTH = 32
-
-
 def details_problem(details) -> str | None:
-    """Why ``details`` (parsed JSON) cannot be stored and hashed as it is, or None: a number
-    that is not finite (JSON has none, jsonb refuses them; ``1e400`` parses to infinity), a
-    NUL character or an unpaired UTF-16 surrogate in a string or key (jsonb refuses both),
-    or nesting deeper than ``MAX_DETAILS_DEPTH``."""
-    stack = [(details, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DETAILS_DEPTH:
-            return f"nested deeper than {MAX_DETAILS_DEPTH} levels"
-        if isinstance(value, float) and not math.isfinite(value):
-            return "numbers must be finite"
-        strings = []
-        if isinstance(value, str):
-            strings = [value]
-        elif isinstance(value, dict):
-            strings = [key for key in value if isinstance(key, str)]
-            stack.extend((item, depth + 1) for item in value.values())
-        elif isinstance(value, list | tuple):
-            stack.extend((item, depth + 1) for item in value)
-        for text in strings:
-            if "\x00" in text:
-                return "null characters are not allowed"
-            try:
-                text.encode()
-            except UnicodeEncodeError:
-                return "unpaired surrogates are not allowed"
+    """Why ``details`` (parsed JSON) cannot be stored and hashed as it is, or None: the
+    API's strict-JSON rules (``config.api.parsers.check_value``): a number that is not
+    finite (jsonb refuses them; ``1e400`` parses to infinity), a NUL character or an
+    unpaired surrogate in a string or key (jsonb refuses both), or nesting past the bound
+    every JSON body has."""
+    try:
+        check_value(details)
+    except InvalidJSON as exc:
+        return str(exc.detail).removeprefix("Invalid JSON: ").rstrip(".")
     return None
 
 

@@ -185,10 +185,13 @@ class Stack:
     def start_worker(self) -> Proc:
         return self.wait_worker(self.spawn_worker())
 
-    def spawn_worker(self) -> Proc:
+    def spawn_worker(self, *, beat: bool = False) -> Proc:
+        """A worker; with ``beat`` it also runs the periodic tasks (the outbox relay, the
+        sweeps), as ``make worker`` does."""
         # Each worker serves its Prometheus metrics on a port of its own.
         self.env["CELERY_METRICS_PORT"] = str(_free_port())
         self.worker_metrics_url = f"http://127.0.0.1:{self.env['CELERY_METRICS_PORT']}/metrics"
+        beat_args = ["--beat", "--schedule", str(self.tmp / "beat-schedule")] if beat else []
         return self._spawn(
             "worker",
             [
@@ -196,6 +199,7 @@ class Stack:
                 "-A",
                 "config",
                 "worker",
+                *beat_args,
                 "--pool=prefork",
                 "--concurrency=1",
                 "--loglevel=INFO",

@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ from websockets.sync.client import connect as ws_connect
 from chat.models import AgentRun
 from conversations.models import Message
 
-from .conftest import BIN, _free_port, register, wait_for
+from .conftest import _free_port, register, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
 
@@ -85,32 +84,6 @@ def private_redis(tmp_path):
         server.stop()
 
 
-def _spawn_worker_with_beat(stack):
-    """A Celery worker that also runs beat (the outbox relay), as `make worker` does."""
-    return stack._spawn(
-        "worker",
-        [
-            str(BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "--beat",
-            "--schedule",
-            str(stack.tmp / "beat-schedule"),
-            "--pool=prefork",
-            "--concurrency=1",
-            "--loglevel=INFO",
-            "-Q",
-            "default",
-            "-n",
-            f"faults-{uuid.uuid4().hex[:8]}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "--without-heartbeat",
-        ],
-    )
-
-
 def _post_message(http: httpx.Client, conversation_id: int, content: str, key: str | None = None) -> httpx.Response:
     headers = {"Idempotency-Key": key} if key else {}
     return http.post(f"/api/v1/conversations/{conversation_id}/messages", json={"content": content}, headers=headers)
@@ -138,7 +111,7 @@ def test_redis_stopped_and_started_again_loses_no_accepted_message(stack, privat
             "AGENT_RELAY_SECONDS": "1",
         }
     )
-    daphne, worker = stack.spawn_daphne(), _spawn_worker_with_beat(stack)
+    daphne, worker = stack.spawn_daphne(), stack.spawn_worker(beat=True)
     stack.wait_daphne(daphne)
     stack.wait_worker(worker)
     account = register(stack)
