@@ -33,7 +33,8 @@ def task_find(*, user, task_id=None, title: str | None = None) -> Task | None:
 
 
 def run_list(*, conversation) -> QuerySet[AgentRun]:
-    return AgentRun.objects.filter(conversation=conversation).select_related("trigger_message", "reply_message")
+    # The run serializer shows message ids only: no join needed.
+    return AgentRun.objects.filter(conversation=conversation)
 
 
 def conversation_history(*, conversation, upto_seq: int, budget_chars: int) -> list[dict]:
