@@ -135,7 +135,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             logger.warning(
                 "websocket refused: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
             )
-            return await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return await self._close(CLOSE_TRY_AGAIN_LATER)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             return await self._close(CLOSE_UNAUTHENTICATED)
