@@ -18,8 +18,11 @@ class AuditChain(models.Model):
     """The head of one hash chain: one per tenant, plus the platform chain (tenant NULL) for
     events that belong to no tenant (a failed login for an unknown email).
 
-    Appending a record bumps ``last_seq`` with a row lock, which serializes writers of the
-    same chain and nothing else. ``anchor_*`` is where the kept chain starts: the genesis
+    Only the sealer (``audits.services.audit_seal_chain``) touches this row: it locks it,
+    gives the chain's unsealed records the next sequence numbers and hashes, and moves
+    ``last_seq``/``last_hash`` to the newest sealed record. Requests never lock it (they only
+    INSERT their record), so writers of one tenant do not queue behind each other; the row
+    lock serializes sealers (and purges) of one chain. ``anchor_*`` is where the kept chain starts: the genesis
     hash, or after a purge the hash of the last purged record (an ``audit.purged`` record
     in the chain names the same anchor, so the anchor cannot be moved unnoticed).
     """
@@ -45,12 +48,15 @@ class AuditRecordQuerySet(TenantQuerySet):
 
 
 class AuditRecord(models.Model):
-    """One audited event. Append-only: the application never updates or deletes a record
-    (only ``purge_audits`` deletes the oldest ones, keeping the chain verifiable).
+    """One audited event. Append-only: the application never updates a record's content or
+    deletes it (only ``purge_audits`` deletes the oldest ones, keeping the chain verifiable).
 
-    ``hash`` is sha256 over the canonical content (every field below but ``id`` and
-    ``hash``, including ``prev_hash``), so editing, deleting or reordering rows behind the
-    application's back breaks the chain at that point.
+    A record is inserted **unsealed** (``chain_seq``, ``prev_hash``, ``hash``, ``sealed_at``
+    NULL) in the transaction of the action it records; the sealer fills those four fields
+    once, soon after the commit (docs/audits.md). ``hash`` is sha256 over the canonical
+    content (every field below but ``id``, ``hash`` and ``sealed_at``, including
+    ``chain_seq`` and ``prev_hash``), so editing, deleting or reordering sealed rows behind
+    the application's back breaks the chain at that point.
     """
 
     class Source(models.TextChoices):
@@ -79,9 +85,13 @@ class AuditRecord(models.Model):
     ip = models.CharField(max_length=45, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    chain_seq = models.PositiveBigIntegerField()
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    # Set by the sealer, all together, in the chain's order; NULL until then (NULL, not "":
+    # "not sealed yet" is no hash at all, and the API shows null).
+    chain_seq = models.PositiveBigIntegerField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    # When the sealer chained the record (not hashed: it measures the sealing delay).
+    sealed_at = models.DateTimeField(null=True, blank=True)
     # The canonical form ``hash`` was computed with (audits/hashing.py); records keep the
     # version they were sealed with. It is part of the hashed content, so changing it
     # breaks the record like any other edit.
@@ -107,10 +117,17 @@ class AuditRecord(models.Model):
             models.Index(fields=["tenant", "action", "created_at"], name="audit_tenant_action_idx"),
             models.Index(fields=["tenant", "resource_type", "resource_id"], name="audit_tenant_resource_idx"),
             models.Index(fields=["created_at"], name="audit_created_idx"),
+            # The sealer's work queue: the unsealed records of a chain, oldest id first. Tiny
+            # (only the backlog is in it), so finding the work costs nothing at any trail size.
+            models.Index(fields=["tenant", "id"], condition=Q(chain_seq__isnull=True), name="audit_unsealed_idx"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.action} #{self.chain_seq}"
+        return f"{self.action} #{self.chain_seq}" if self.sealed else f"{self.action} (unsealed)"
+
+    @property
+    def sealed(self) -> bool:
+        return self.chain_seq is not None
 
     def compute_hash(self) -> str:
         return content_hash(

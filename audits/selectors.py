@@ -1,9 +1,13 @@
 """Every read of audits with rules: who sees which records, and chain verification."""
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db import connection, transaction
+from django.db.models import Count, Min, QuerySet
+from django.utils import timezone
 
 from .hashing import GENESIS_HASH
 from .models import AuditChain, AuditRecord, chain_key
@@ -46,15 +50,26 @@ def audit_export_batches(records: QuerySet[AuditRecord], *, batch_size: int = 10
     """One tenant's records in chain order (oldest first), in keyset batches on
     ``chain_seq`` (the unique index): memory stays at one batch whatever the size of the
     trail, and no server-side cursor is held between batches, so the async export can
-    fetch each batch on a worker thread. Precondition: ``records`` are of one tenant."""
+    fetch each batch on a worker thread. Then the records not sealed yet (``chain_seq``
+    None), by id. A record sealed between the two phases is in the first one or the second,
+    never both: the second phase only reads rows still unsealed, with ids above the first
+    unsealed one seen. Precondition: ``records`` are of one tenant."""
     last_seq = 0
     while True:
         batch = list(records.filter(chain_seq__gt=last_seq).order_by("chain_seq")[:batch_size])
         if batch:
             yield batch
         if len(batch) < batch_size:
-            return
+            break
         last_seq = batch[-1].chain_seq
+    last_id = 0
+    while True:
+        batch = list(records.filter(chain_seq__isnull=True, pk__gt=last_id).order_by("pk")[:batch_size])
+        if batch:
+            yield batch
+        if len(batch) < batch_size:
+            return
+        last_id = batch[-1].pk
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,17 @@ class ChainReport:
     breaks: tuple[ChainBreak, ...] = ()
     # Breaks found beyond MAX_LISTED_BREAKS (not listed).
     unlisted_breaks: int = 0
+    # The backlog: committed records the sealer has not chained yet (not verified: they
+    # carry no hash), and the creation time of the oldest of them.
+    unsealed: int = 0
+    oldest_unsealed_at: datetime | None = None
+
+    @property
+    def oldest_unsealed_age(self) -> float | None:
+        """Seconds since the oldest unsealed record was created, or None without backlog."""
+        if self.oldest_unsealed_at is None:
+            return None
+        return max(0.0, (timezone.now() - self.oldest_unsealed_at).total_seconds())
 
     @property
     def ok(self) -> bool:
@@ -113,10 +139,54 @@ def audit_chains(*, tenant) -> QuerySet[AuditChain]:
 
 
 def audit_orphan_tenant_ids() -> list[int | None]:
-    """Tenants (None: the platform) that have records but no chain head: the head was deleted."""
+    """Tenants (None: the platform) that have sealed records but no chain head: the head
+    was deleted. (A tenant whose records are all still unsealed has no head yet: the first
+    seal creates it. That is backlog, see ``audit_unchained_backlog``.)"""
     keys = set(AuditChain.objects.values_list("key", flat=True))
-    tenant_ids = AuditRecord.objects.order_by().values_list("tenant_id", flat=True).distinct()
+    sealed = AuditRecord.objects.filter(chain_seq__isnull=False).order_by()
+    tenant_ids = sealed.values_list("tenant_id", flat=True).distinct()
     return [tenant_id for tenant_id in tenant_ids if chain_key(tenant_id) not in keys]
+
+
+@dataclass(frozen=True)
+class Backlog:
+    chain: str
+    unsealed: int
+    oldest_unsealed_at: datetime | None
+
+
+def audit_backlog(*, tenant_id: int | None) -> Backlog:
+    """How many of a chain's records are committed but not sealed yet, and the oldest's
+    creation time (the partial index audit_unsealed_idx: only the backlog is read)."""
+    backlog = AuditRecord.objects.filter(tenant_id=tenant_id, chain_seq__isnull=True).aggregate(
+        count=Count("id"), oldest=Min("created_at")
+    )
+    return Backlog(chain=chain_key(tenant_id), unsealed=backlog["count"], oldest_unsealed_at=backlog["oldest"])
+
+
+def audit_unchained_backlog() -> list[Backlog]:
+    """The backlog of chains that have no head yet (every record still unsealed)."""
+    keys = set(AuditChain.objects.values_list("key", flat=True))
+    unsealed = AuditRecord.objects.filter(chain_seq__isnull=True).order_by()
+    tenant_ids = unsealed.values_list("tenant_id", flat=True).distinct()
+    return [audit_backlog(tenant_id=tenant_id) for tenant_id in tenant_ids if chain_key(tenant_id) not in keys]
+
+
+@contextmanager
+def consistent_snapshot():
+    """One snapshot for several reads: on PostgreSQL a REPEATABLE READ read-only
+    transaction, so a chain head and its records are read as of one instant although the
+    sealer keeps moving both (READ COMMITTED would see records sealed after the head was
+    read and call them a tampered tail). SQLite transactions are snapshots already. Inside
+    a transaction already, that transaction is the snapshot it gets."""
+    if connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 def audit_chain_verify(*, chain: AuditChain, batch_size: int = 2000) -> ChainReport:
@@ -129,8 +199,13 @@ def audit_chain_verify(*, chain: AuditChain, batch_size: int = 2000) -> ChainRep
 
     After a break the walk goes on from what is stored: the next link is checked against
     the stored hash of the record before it, and a gap is one break (the record after it
-    is not reported again for its ``prev_hash``)."""
-    records = AuditRecord.objects.filter(tenant_id=chain.tenant_id).order_by("chain_seq")
+    is not reported again for its ``prev_hash``).
+
+    Only sealed records are verified (unsealed ones have no hash yet); the unsealed backlog
+    is reported beside (count, oldest). Run it inside ``consistent_snapshot()`` when the
+    sealer may be running (``audit_chain_verify_all`` does): the head and the records must
+    be read as of one instant."""
+    records = AuditRecord.objects.filter(tenant_id=chain.tenant_id, chain_seq__isnull=False).order_by("chain_seq")
     expected_seq, expected_prev = chain.anchor_seq + 1, chain.anchor_hash
     checked, last_purge = 0, None
     breaks: list[ChainBreak] = []
@@ -181,6 +256,7 @@ def audit_chain_verify(*, chain: AuditChain, batch_size: int = 2000) -> ChainRep
                 "the chain's anchor is not the one its latest audit.purged record names",
                 seq=chain.anchor_seq,
             )
+    backlog = audit_backlog(tenant_id=chain.tenant_id)
     return ChainReport(
         chain=chain.key,
         checked=checked,
@@ -188,10 +264,16 @@ def audit_chain_verify(*, chain: AuditChain, batch_size: int = 2000) -> ChainRep
         head_hash=chain.last_hash,
         breaks=tuple(breaks),
         unlisted_breaks=unlisted,
+        unsealed=backlog.unsealed,
+        oldest_unsealed_at=backlog.oldest_unsealed_at,
     )
 
 
 def audit_chain_verify_all(*, chains: QuerySet[AuditChain]) -> Iterator[ChainReport]:
-    """One report per chain of ``chains`` (``audit_chains_all()`` or ``audit_chains(tenant=...)``)."""
-    for chain in chains:
-        yield audit_chain_verify(chain=chain)
+    """One report per chain of ``chains`` (``audit_chains_all()`` or ``audit_chains(tenant=...)``),
+    each chain read in one consistent snapshot (the sealer may run meanwhile)."""
+    for chain_id in list(chains.values_list("id", flat=True)):
+        with consistent_snapshot():
+            chain = AuditChain.objects.select_related("tenant").get(pk=chain_id)
+            report = audit_chain_verify(chain=chain)
+        yield report

@@ -11,9 +11,13 @@ MAX_DETAILS_BYTES = 16 * 1024
 
 
 class AuditRecordSerializer(serializers.ModelSerializer):
+    """``chain_seq``, ``prev_hash`` and ``hash`` are null until the record is sealed
+    (``sealed``; docs/audits.md): a record is returned unsealed right after it is written."""
+
     actor_id = serializers.IntegerField(read_only=True, allow_null=True)
     actor_email = serializers.CharField(source="actor_label", read_only=True)
     tenant_id = serializers.IntegerField(read_only=True)
+    sealed = serializers.BooleanField(read_only=True, help_text="Chained and hashed (seq, prev_hash, hash set).")
 
     class Meta:
         model = AuditRecord
@@ -35,6 +39,8 @@ class AuditRecordSerializer(serializers.ModelSerializer):
             "prev_hash",
             "hash",
             "hash_version",
+            "sealed",
+            "sealed_at",
         ]
         read_only_fields = fields
 

@@ -1,5 +1,6 @@
-"""Every write in audits: appending a record to its tenant's hash chain, custom events from
-API clients, and retention (purge with a verifiable checkpoint).
+"""Every write in audits: recording an event (one INSERT, unsealed), sealing the chains in
+order off the request path, custom events from API clients, and retention (purge with a
+verifiable checkpoint).
 
 Other apps record their actions with ``audit_record`` from inside their own services, in
 the transaction of the action, so the record commits or rolls back with it.
@@ -10,12 +11,14 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.core.context import client_ip_var, request_id_var, user_agent_var
 from config.core.errors import ApplicationError
 
+from . import sealing
 from .hashing import HASH_VERSION, normalize_details
 from .models import AuditChain, AuditRecord, chain_key
 
@@ -36,32 +39,6 @@ def _client_ip() -> str:
         return ""  # a unix socket path, or nothing: not an address worth keeping
 
 
-def _advance_chain(*, tenant_id: int | None) -> tuple[int, str]:
-    """Takes the next sequence number of the tenant's chain and returns it with the chain's
-    current last hash. The UPDATE locks the chain row until the caller's transaction ends,
-    which serializes writers of one chain (and only of that chain). Writing first, before
-    any read, also makes SQLite take its write lock up front instead of failing to upgrade.
-    Precondition: inside a transaction."""
-    key = chain_key(tenant_id)
-    qn = connection.ops.quote_name
-    sql = (
-        f"UPDATE {qn(AuditChain._meta.db_table)} SET {qn('last_seq')} = {qn('last_seq')} + 1"
-        f" WHERE {qn('key')} = %s RETURNING {qn('last_seq')}, {qn('last_hash')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key])
-        row = cursor.fetchone()
-        if row is None:
-            try:
-                with transaction.atomic():
-                    AuditChain.objects.create(key=key, tenant_id=tenant_id)
-            except IntegrityError:
-                pass  # a concurrent writer created it first; its row is there now
-            cursor.execute(sql, [key])
-            row = cursor.fetchone()
-    return int(row[0]), row[1]
-
-
 def _append(
     *,
     tenant,
@@ -72,30 +49,25 @@ def _append(
     details: dict | None,
     source: str,
 ) -> AuditRecord:
-    tenant_id = _pk(tenant)
-    with transaction.atomic():
-        seq, prev_hash = _advance_chain(tenant_id=tenant_id)
-        record = AuditRecord(
-            tenant_id=tenant_id,
-            actor_id=_pk(actor),
-            actor_label=(getattr(actor, "email", "") or "")[:254] if actor is not None else "",
-            action=action,
-            source=source,
-            resource_type=resource_type or "",
-            resource_id=str(resource_id if resource_id is not None else "")[:64],
-            details=normalize_details(details),
-            request_id=(request_id_var.get() or "")[:128],
-            ip=_client_ip(),
-            user_agent=(user_agent_var.get() or "")[:512],
-            # Taken under the chain lock, so a chain's timestamps follow its sequence.
-            created_at=timezone.now(),
-            chain_seq=seq,
-            prev_hash=prev_hash,
-            hash_version=HASH_VERSION,
-        )
-        record.hash = record.compute_hash()
-        record.save(force_insert=True)
-        AuditChain.objects.filter(key=chain_key(tenant_id)).update(last_hash=record.hash)
+    """One INSERT of an unsealed record, and a seal scheduled for after the commit. No
+    chain row is read or locked, no savepoint taken: one INSERT needs no partial rollback."""
+    record = AuditRecord(
+        tenant_id=_pk(tenant),
+        actor_id=_pk(actor),
+        actor_label=(getattr(actor, "email", "") or "")[:254] if actor is not None else "",
+        action=action,
+        source=source,
+        resource_type=resource_type or "",
+        resource_id=str(resource_id if resource_id is not None else "")[:64],
+        details=normalize_details(details),
+        request_id=(request_id_var.get() or "")[:128],
+        ip=_client_ip(),
+        user_agent=(user_agent_var.get() or "")[:512],
+        created_at=timezone.now(),
+        hash_version=HASH_VERSION,
+    )
+    record.save(force_insert=True)
+    sealing.seal_after_commit()
     return record
 
 
@@ -111,11 +83,14 @@ def audit_record(
     """Appends one record to the tenant's hash chain (``tenant=None``: the platform chain).
 
     Call it from a service, inside the transaction of the action it records: the record
-    commits or rolls back with that action. It opens its own (nested) transaction, so it
-    also works on its own. Request id, client IP and user agent come from the request
-    context. ``actor=None`` means the system. ``action`` is a dotted name such as
-    ``conversation.created``; ``details`` must be JSON-serializable (dates, UUIDs and
-    decimals become strings). Holds the chain's row lock until the outer transaction ends.
+    commits or rolls back with that action (outside a transaction it commits at once).
+    Request id, client IP and user agent come from the request context. ``actor=None``
+    means the system. ``action`` is a dotted name such as ``conversation.created``;
+    ``details`` must be JSON-serializable (dates, UUIDs and decimals become strings).
+
+    The record is returned **unsealed** (``chain_seq``/``prev_hash``/``hash`` None): it is
+    one INSERT and takes no lock shared with other writers. The sealer chains it soon after
+    the commit (``audit_seal_chains``; docs/audits.md).
     """
     if not _ACTION_RE.match(action) or len(action) > 100:
         raise ValueError(f"audit action must be a dotted lower-case name, got {action!r}")
@@ -153,6 +128,81 @@ def audit_custom_record(
     )
 
 
+def audit_seal_chains(*, tenant=None, batch_size: int | None = None) -> int:
+    """Seals the committed backlog of every chain (or of ``tenant``'s chain only; ``None``
+    there means every chain, not the platform chain). Returns how many records it sealed.
+
+    Safe to run anywhere, any number of times, concurrently: sealers of one chain queue on
+    its row lock, and each seals what is still unsealed once it holds it."""
+    if tenant is not None:
+        tenant_ids = [_pk(tenant)]
+    else:
+        # The partial index audit_unsealed_idx holds only the backlog: this is cheap.
+        unsealed = AuditRecord.objects.filter(chain_seq__isnull=True).order_by()
+        tenant_ids = list(unsealed.values_list("tenant_id", flat=True).distinct())
+    return sum(audit_seal_chain(tenant=tenant_id, batch_size=batch_size) for tenant_id in tenant_ids)
+
+
+def audit_seal_chain(*, tenant, batch_size: int | None = None) -> int:
+    """Seals one chain's committed backlog (``tenant=None``: the platform chain), one
+    transaction per batch, so the chain row is never locked for long."""
+    size = batch_size or settings.AUDIT_SEAL_BATCH_SIZE
+    total = 0
+    while True:
+        with transaction.atomic():
+            chain = _lock_chain(tenant_id=_pk(tenant))
+            sealed = _seal_locked(chain=chain, limit=size)
+        total += sealed
+        if sealed < size:
+            return total
+
+
+def _lock_chain(*, tenant_id: int | None) -> AuditChain:
+    """The chain head, created on first use, locked until the transaction ends: one sealer
+    (or purge) per chain at a time. Only sealers and purges lock it, never a request."""
+    key = chain_key(tenant_id)
+    chain = AuditChain.objects.select_for_update().filter(key=key).first()
+    if chain is None:
+        try:
+            with transaction.atomic():
+                AuditChain.objects.create(key=key, tenant_id=tenant_id)
+        except IntegrityError:
+            pass  # a concurrent sealer created it first; its row is there now
+        chain = AuditChain.objects.select_for_update().get(key=key)
+    return chain
+
+
+def _seal_locked(*, chain: AuditChain, limit: int) -> int:
+    """Gives up to ``limit`` unsealed records of ``chain`` the next sequence numbers, their
+    ``prev_hash`` and ``hash``, and moves the head. Precondition: ``chain`` is locked by this
+    transaction (``_lock_chain``).
+
+    The order is the order in which committed records become visible to the sealer, by id
+    within one pass. A record whose transaction is still open is invisible: it is not a gap
+    (sequence numbers are given here, not at insert), and it is sealed by a later pass after
+    the records sealed before it commits. Sealed records are never touched again, so the
+    chain only grows at its head. The hash covers the content as the database returns it."""
+    records = list(AuditRecord.objects.filter(tenant_id=chain.tenant_id, chain_seq__isnull=True).order_by("id")[:limit])
+    if not records:
+        return 0
+    seq, prev_hash = chain.last_seq, chain.last_hash
+    now = timezone.now()
+    for record in records:
+        seq += 1
+        record.chain_seq, record.prev_hash, record.sealed_at = seq, prev_hash, now
+        record.hash = record.compute_hash()
+        prev_hash = record.hash
+    # Only still-unsealed rows: a sealed record is never re-sealed, whatever happens.
+    updated = AuditRecord.objects.filter(chain_seq__isnull=True).bulk_update(
+        records, ["chain_seq", "prev_hash", "hash", "sealed_at"]
+    )
+    if updated != len(records):
+        raise RuntimeError(f"audit chain {chain.key}: {len(records) - updated} record(s) sealed by someone else")
+    AuditChain.objects.filter(pk=chain.pk).update(last_seq=seq, last_hash=prev_hash)
+    chain.last_seq, chain.last_hash = seq, prev_hash
+    return len(records)
+
+
 @dataclass(frozen=True)
 class PurgeResult:
     chain: str
@@ -168,9 +218,13 @@ def audit_purge(*, older_than: timedelta, tenant=None) -> list[PurgeResult]:
     moves to the last deleted record (its seq and hash; the first kept record's
     ``prev_hash`` already names it) and an ``audit.purged`` record is appended that names
     the same anchor: verification starts from it, and nobody can move it without breaking
-    the chain. Holds each chain's lock while its rows are deleted.
+    the chain. Holds each chain's lock (the sealer's) while its rows are deleted: the chain's
+    committed backlog is sealed first (only sealed records are purged), and the
+    ``audit.purged`` record is sealed before the lock is released, so the anchor and the
+    record naming it appear together.
     """
     cutoff = timezone.now() - older_than
+    audit_seal_chains(tenant=tenant)  # a chain with no head yet gets one (and its backlog chained)
     chains = AuditChain.objects.all()
     if tenant is not None:
         chains = chains.filter(tenant_id=_pk(tenant))
@@ -185,7 +239,9 @@ def audit_purge(*, older_than: timedelta, tenant=None) -> list[PurgeResult]:
 @transaction.atomic
 def _purge_chain(*, chain_id: int, cutoff, older_than: timedelta) -> PurgeResult | None:
     chain = AuditChain.objects.select_for_update().get(pk=chain_id)
-    records = AuditRecord.objects.filter(tenant_id=chain.tenant_id)
+    while _seal_locked(chain=chain, limit=settings.AUDIT_SEAL_BATCH_SIZE) == settings.AUDIT_SEAL_BATCH_SIZE:
+        pass
+    records = AuditRecord.objects.filter(tenant_id=chain.tenant_id, chain_seq__isnull=False)
     first_recent = (
         records.filter(created_at__gte=cutoff, chain_seq__gt=chain.anchor_seq)
         .order_by("chain_seq")
@@ -211,6 +267,8 @@ def _purge_chain(*, chain_id: int, cutoff, older_than: timedelta) -> PurgeResult
             "cutoff": cutoff,
         },
     )
+    while _seal_locked(chain=chain, limit=settings.AUDIT_SEAL_BATCH_SIZE) == settings.AUDIT_SEAL_BATCH_SIZE:
+        pass
     return PurgeResult(chain=chain.key, deleted=deleted, anchor_seq=through_seq)
 
 

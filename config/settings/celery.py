@@ -1,6 +1,7 @@
 """Celery: the broker, how tasks run and are acknowledged, and the periodic work (beat)."""
 
 from .agent import AGENT_RELAY_SECONDS
+from .audits import AUDIT_SEAL_INTERVAL_SECONDS
 from .env import REDIS_URL, env
 
 # Celery: a Redis broker and separate workers on the real stack; in-process when embedded.
@@ -39,4 +40,11 @@ CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-keys": {"task": "config.api.tasks.purge_idempotency_keys", "schedule": 3600.0},
     "flush-expired-tokens": {"task": "accounts.tasks.flush_expired_tokens", "schedule": 86400.0},
     "purge-old-audits": {"task": "audits.tasks.purge_old_audits", "schedule": 86400.0},
+    # Safety net of audit sealing (each commit asks for a seal itself): seals a backlog a
+    # lost request left behind. Expires after one period, like the relay above.
+    "seal-audit-chains": {
+        "task": "audits.tasks.seal_chains",
+        "schedule": AUDIT_SEAL_INTERVAL_SECONDS,
+        "options": {"expires": AUDIT_SEAL_INTERVAL_SECONDS},
+    },
 }

@@ -9,7 +9,7 @@ from freezegun import freeze_time
 from accounts.models import User
 from accounts.services import tokens_for
 from audits.models import AuditRecord
-from audits.services import audit_record
+from audits.services import audit_record, audit_seal_chains
 from tests.accounts.factories import PASSWORD, TenantFactory, UserFactory
 from tests.audits.factories import make_records
 from tests.helpers import assert_error, client_for
@@ -44,6 +44,9 @@ def test_register_records_tenant_and_user_created_with_request_id(api):
         assert (record.ip, record.user_agent) == ("127.0.0.1", UA)
     assert (tenant_created.resource_type, tenant_created.resource_id) == ("tenant", str(user.tenant_id))
     assert user_created.details == {"email": "ada@example.com", "role": "owner"}
+    audit_seal_chains()  # the test's transaction never commits: seal as the task would
+    tenant_created.refresh_from_db()
+    user_created.refresh_from_db()
     assert [tenant_created.chain_seq, user_created.chain_seq] == [1, 2]
 
 
@@ -153,6 +156,8 @@ def test_owner_lists_the_tenants_records_newest_first(user):
     mine = audit_record(tenant=user.tenant, actor=user, action="conversation.created")
     theirs = audit_record(tenant=user.tenant, actor=colleague, action="message.sent")
     audit_record(tenant=TenantFactory(), action="conversation.created")
+    audit_seal_chains()
+    mine.refresh_from_db()
 
     response = client_for(user).get("/api/v1/audits")
 
@@ -163,6 +168,7 @@ def test_owner_lists_the_tenants_records_newest_first(user):
     row = body["results"][1]
     assert row["actor_id"] == user.id and row["actor_email"] == user.email
     assert row["hash"] == mine.hash and row["chain_seq"] == 1
+    assert row["sealed"] is True and row["sealed_at"] is not None
 
 
 def test_member_sees_only_records_they_acted_in(tenant):
@@ -326,6 +332,7 @@ def test_update_and_delete_are_405(user, method):
 
     assert_error(detail, 405, "method_not_allowed")
     assert_error(collection, 405, "method_not_allowed")
+    audit_seal_chains()
     record.refresh_from_db()
     assert record.action == "conversation.created" and record.hash == record.compute_hash()
     assert AuditRecord.objects.count() == 1

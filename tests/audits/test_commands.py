@@ -9,7 +9,7 @@ from freezegun import freeze_time
 
 from audits.hashing import GENESIS_HASH
 from audits.models import AuditChain, AuditRecord
-from audits.services import audit_record
+from audits.services import audit_record, audit_seal_chains
 from tests.accounts.factories import TenantFactory, UserFactory
 from tests.audits.factories import make_records
 
@@ -45,10 +45,11 @@ def chain(tenant):
 
 def test_untouched_chains_verify(tenant, chain):
     audit_record(tenant=None, action="auth.login_failed")
+    audit_seal_chains()
 
     out = verify()
 
-    assert f"ok tenant:{tenant.id}: 5 records, head seq 5 hash {chain[-1].hash}" in out
+    assert f"ok tenant:{tenant.id}: 5 records, head seq 5 hash {chain[-1].hash}, unsealed 0" in out
     assert "ok platform: 1 records" in out
     assert "BROKEN" not in out
 
@@ -238,6 +239,8 @@ def test_purge_everything_old_on_every_chain(tenant):
     assert AuditRecord.objects.filter(tenant=None, action="audit.purged").count() == 1
     assert "BROKEN" not in verify()
     more = audit_record(tenant=tenant, action="conversation.created")
+    audit_seal_chains()
+    more.refresh_from_db()
     assert more.chain_seq == 4 and "BROKEN" not in verify()
 
 
@@ -306,4 +309,5 @@ def test_admin_is_read_only_even_for_superusers(staff_client, tenant):
     assert bulk.status_code in (200, 302)
     assert AuditRecord.objects.filter(pk=record.pk, action="conversation.created").exists()
     assert chain.status_code == 200
+    audit_seal_chains()
     assert "ok" in verify()
