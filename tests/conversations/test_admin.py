@@ -7,6 +7,7 @@ import pytest
 
 from audits.models import AuditChain, AuditRecord
 from audits.selectors import audit_chain_verify
+from audits.services import audit_seal_chains
 from conversations.models import Conversation, Message
 from tests.accounts.factories import TenantFactory, UserFactory
 from tests.conftest import ADMIN_IP, ADMIN_REQUEST_ID
@@ -45,6 +46,7 @@ def the_record(action, **filters):
 
 
 def assert_chain_ok(tenant_id):
+    audit_seal_chains()  # the test's transaction never commits: seal as the worker would
     assert audit_chain_verify(chain=AuditChain.objects.get(tenant_id=tenant_id)).ok
 
 
