@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.core.context import client_ip_var, request_id_var, user_agent_var
@@ -192,15 +192,35 @@ def _seal_locked(*, chain: AuditChain, limit: int) -> int:
         record.chain_seq, record.prev_hash, record.sealed_at = seq, prev_hash, now
         record.hash = record.compute_hash()
         prev_hash = record.hash
-    # Only still-unsealed rows: a sealed record is never re-sealed, whatever happens.
-    updated = AuditRecord.objects.filter(chain_seq__isnull=True).bulk_update(
-        records, ["chain_seq", "prev_hash", "hash", "sealed_at"]
-    )
+    updated = _write_seals(records)
     if updated != len(records):
         raise RuntimeError(f"audit chain {chain.key}: {len(records) - updated} record(s) sealed by someone else")
     AuditChain.objects.filter(pk=chain.pk).update(last_seq=seq, last_hash=prev_hash)
     chain.last_seq, chain.last_hash = seq, prev_hash
     return len(records)
+
+
+def _write_seals(records: list[AuditRecord]) -> int:
+    """Stores the seals of ``records`` in one statement, only on rows still unsealed (a
+    sealed record is never re-sealed, whatever happens); returns the rows updated.
+    PostgreSQL: ``UPDATE ... FROM (VALUES ...)``, linear in the batch (Django's
+    ``bulk_update`` builds a CASE per column, which PostgreSQL evaluates in O(batch²): 4 ms
+    per record at 500). Elsewhere (SQLite, the embedded default): ``bulk_update``."""
+    if connection.vendor != "postgresql":
+        return AuditRecord.objects.filter(chain_seq__isnull=True).bulk_update(
+            records, ["chain_seq", "prev_hash", "hash", "sealed_at"]
+        )
+    qn = connection.ops.quote_name
+    rows = ", ".join(["(%s::bigint, %s::bigint, %s, %s)"] * len(records))
+    params = [value for r in records for value in (r.pk, r.chain_seq, r.prev_hash, r.hash)]
+    sql = (
+        f"UPDATE {qn(AuditRecord._meta.db_table)} AS r SET chain_seq = v.seq, prev_hash = v.prev, hash = v.hash,"
+        f" sealed_at = %s FROM (VALUES {rows}) AS v(id, seq, prev, hash)"
+        " WHERE r.id = v.id AND r.chain_seq IS NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [records[0].sealed_at, *params])
+        return cursor.rowcount
 
 
 @dataclass(frozen=True)

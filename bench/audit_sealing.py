@@ -68,7 +68,7 @@ def start_worker(db_url: str) -> tuple[subprocess.Popen, Path]:
                 "--without-mingle",
                 "--without-gossip",
                 "--without-heartbeat",
-                "--loglevel=WARNING",
+                "--loglevel=INFO",
             ],
             cwd=ROOT,
             env=env,
@@ -77,8 +77,10 @@ def start_worker(db_url: str) -> tuple[subprocess.Popen, Path]:
             start_new_session=True,
         )
     deadline = time.monotonic() + 60
-    while " ready." not in log.read_text() and "ready" not in log.read_text():
+    while " ready." not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
             raise SystemExit(f"worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
     return proc, log
