@@ -31,3 +31,9 @@ SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
 # An open WebSocket that only listens re-checks its user and tenant before passing on an
 # event when the last check is older than this (every client frame re-checks anyway).
 REALTIME_RECHECK_SECONDS = env.float("REALTIME_RECHECK_SECONDS", default=10.0)
+
+# Streamed answers: pieces are joined into one message.delta event per this many seconds
+# (the first piece goes out at once), or sooner once this many characters are held. Each
+# delta is a send to every listener; word-by-word deltas were thousands of sends per reply.
+REALTIME_DELTA_FLUSH_SECONDS = env.float("REALTIME_DELTA_FLUSH_SECONDS", default=0.04)
+REALTIME_DELTA_FLUSH_CHARS = env.int("REALTIME_DELTA_FLUSH_CHARS", default=400)
