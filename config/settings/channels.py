@@ -1,6 +1,8 @@
 """Live connections: the channel layer that fans events out to WebSocket and SSE
 listeners, and the timings of those connections."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .env import REDIS_URL, env
 
 # A group member not renewed for this long is dropped by the channel layer at the next send
@@ -28,17 +30,32 @@ if REDIS_URL:
         "socket_keepalive": True,
         "health_check_interval": 30,
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [CHANNEL_REDIS_HOST],
-                "capacity": 1000,
-                "expiry": 60,
-                "group_expiry": REALTIME_GROUP_EXPIRY_SECONDS,
-            },
+    # Which channels-redis design fans events out (docs/benchmarks.md, "Real-time fan-out"):
+    # "core" keeps each group's members in a Redis sorted set and pushes one message per
+    # member; "pubsub" publishes one message per group and each process hands it to its
+    # own members (no membership in Redis, nothing to sweep after a crash).
+    CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="core")
+    if CHANNEL_LAYER not in ("core", "pubsub"):
+        raise ImproperlyConfigured(f"CHANNEL_LAYER must be core or pubsub, not {CHANNEL_LAYER!r}")
+    if CHANNEL_LAYER == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [CHANNEL_REDIS_HOST]},
+            }
         }
-    }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [CHANNEL_REDIS_HOST],
+                    "capacity": 1000,
+                    "expiry": 60,
+                    "group_expiry": REALTIME_GROUP_EXPIRY_SECONDS,
+                },
+            }
+        }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
