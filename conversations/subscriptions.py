@@ -135,6 +135,7 @@ class ConversationSubscription:
         self.channel = channel
         self.subscribed = False
         self.renewed_at = float("-inf")
+        self.reading: asyncio.Future | None = None  # next()'s pending read of the channel
 
     async def open(self) -> None:
         if self.channel is None:
@@ -173,7 +174,11 @@ class ConversationSubscription:
                 return
 
     async def next(self, timeout: float) -> list[dict]:
-        """The next live frames to send, or [] when ``timeout`` passes with nothing."""
+        """The next live frames to send, or [] when ``timeout`` passes with nothing.
+
+        The read of the channel is kept across calls, not cancelled at each timeout: the
+        pub/sub layer treats a cancelled read as the end of the channel (it unsubscribes
+        it), and a read cancelled as a message arrives could lose it."""
         loop = asyncio.get_running_loop()
         if loop.time() - self.renewed_at >= settings.REALTIME_GROUP_EXPIRY_SECONDS / 3:
             await self.renew()
@@ -182,16 +187,22 @@ class ConversationSubscription:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            try:
-                message = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
-            except TimeoutError:
+            if self.reading is None:
+                self.reading = asyncio.ensure_future(self.layer.receive(self.channel))
+            done, _ = await asyncio.wait({self.reading}, timeout=remaining)
+            if not done:
                 return []
+            reading, self.reading = self.reading, None
+            message = reading.result()
             frames = await self.filter.admit_live(message["frame"]) if message.get("frame") else []
             if frames:
                 return frames
 
     async def close(self) -> None:
         """Unsubscribes; safe to call more than once."""
+        if self.reading is not None:
+            self.reading.cancel()
+            self.reading = None
         if self.subscribed:
             self.subscribed = False
             for attempt in (1, 2):
