@@ -33,7 +33,9 @@ if REDIS_URL:
     # Which channels-redis design fans events out (docs/benchmarks.md, "Real-time fan-out"):
     # "core" keeps each group's members in a Redis sorted set and pushes one message per
     # member; "pubsub" publishes one message per group and each process hands it to its
-    # own members (no membership in Redis, nothing to sweep after a crash).
+    # own members (no membership in Redis, nothing to sweep after a crash). Pub/sub channels
+    # are shared by every database of a Redis server: only one deployment per Redis server
+    # may use "pubsub" (docs/realtime.md).
     CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="core")
     if CHANNEL_LAYER not in ("core", "pubsub"):
         raise ImproperlyConfigured(f"CHANNEL_LAYER must be core or pubsub, not {CHANNEL_LAYER!r}")

@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import connection
 
-from chat.consumers import CLOSE_TOO_MANY_SOCKETS, CLOSE_TOO_SLOW
+from chat.consumers import CLOSE_TOO_MANY_SOCKETS, CLOSE_TOO_SLOW, _RecentChecks
 from config.routing import websocket_application
 from conversations.events import event_frame, group_name
 from conversations.models import Conversation, Message
@@ -195,3 +195,42 @@ async def test_a_listener_without_a_resume_point_costs_no_query_per_live_event()
 
     assert (frame["type"], frame["seq"]) == ("message.created", 51)
     assert counter.count == 1  # the test's own lookup of the row; the listener read nothing
+
+
+class UserQueries:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        if 'FROM "accounts_user"' in sql:
+            self.count += 1
+        return execute(sql, params, many, context)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_live_event_recheck_is_one_query_per_user_for_all_their_sockets(settings):
+    settings.REALTIME_RECHECK_SECONDS = 60
+    user = await database_sync_to_async(UserFactory)()
+    checks = _RecentChecks()
+    counter = UserQueries()
+    await database_sync_to_async(lambda: connection.execute_wrappers.append(counter))()
+
+    together = await asyncio.gather(*(checks.user_active(user.pk) for _ in range(20)))
+    later = await checks.user_active(user.pk)
+    await database_sync_to_async(lambda: connection.execute_wrappers.remove(counter))()
+
+    assert together == [True] * 20 and later is True
+    assert counter.count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_shared_recheck_sees_a_deactivation_once_its_period_passed(settings):
+    settings.REALTIME_RECHECK_SECONDS = 0  # every check is older than the period
+    user = await database_sync_to_async(UserFactory)()
+    checks = _RecentChecks()
+    before = await checks.user_active(user.pk)
+
+    await database_sync_to_async(type(user).objects.filter(pk=user.pk).update)(is_active=False)
+    after = await checks.user_active(user.pk)
+
+    assert (before, after) == (True, False)
