@@ -272,10 +272,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         """Queues a frame for the writer (directly before the outbox exists). Past
         REALTIME_OUTBOX_TRANSIENT_LIMIT waiting frames a transient event is dropped; past
         REALTIME_OUTBOX_LIMIT the socket is closed with 4408 (resume from your last seq)."""
+        if self.closing and self.accepted:
+            return None  # being closed (4408, 4401...): nothing more goes out
         if self.outbox is None or close:
             return await super().send_json(content, close=close)
-        if self.closing:
-            return None
         waiting = self.outbox.qsize()
         if waiting >= settings.REALTIME_OUTBOX_LIMIT:
             return await self._close_too_slow()
