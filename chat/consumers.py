@@ -4,26 +4,41 @@ Auth: ``config.api.ws_auth.JWTAuthMiddleware`` (wrapped around the routes in
 ``config/routing.py``) turns the access token (``?token=`` or ``Sec-WebSocket-Protocol``:
 ``bearer, <token>`` or the token alone) into ``scope["user"]`` and the token's expiry; the
 consumer reads the scope. Server frames are ``{"type", "seq", "data"}``; the client sends
-``message.send``, ``message.read``, ``typing`` and ``ping``. Close codes: 4401
-unauthenticated, 4403 forbidden, 4404 not found, 4429 rate limited (at connect). Each client
-frame but ``ping`` counts against the tenant's rate limit; over it, the frame is refused
-with an ``error`` event (code ``rate_limited``, ``details.retry_after``).
+``message.send``, ``message.read``, ``typing`` and ``ping``. Each client frame but ``ping``
+counts against the tenant's rate limit; over it, the frame is refused with an ``error``
+event (code ``rate_limited``, ``details.retry_after``).
+
+The handshake is accepted only once the caller is checked and the socket has joined the
+conversation's group: a client that sees the accept receives every later event. A caller
+refused at connect gets an accepted socket closed at once with the code that says why
+(a close code can only travel on an open socket): 4400 bad ``after_seq``, 4401
+unauthenticated, 4403 forbidden, 4404 not found, 4409 too many open sockets for this user
+(``REALTIME_MAX_SOCKETS_PER_USER``, per process), 4429 rate limited, 1013 a dependency down.
 
 The connection lives as long as its caller may listen: every client frame first checks the
 user and tenant again (one query), so does a live event when the last check is older than
-``REALTIME_RECHECK_SECONDS``, and the socket is closed with 4401 at the access token's
-``exp`` (reason ``token expired``). A bad ``?after_seq=`` closes it with 4400. A frame that
-is not JSON text answers an ``invalid_frame`` error and the connection stays open. However
-the consumer ends (client close, a handler that raised, cancellation), it leaves the
-conversation's group and the ``WEBSOCKET_CONNECTIONS`` gauge.
+``REALTIME_RECHECK_SECONDS`` (one query per user per process and period, shared by that
+user's sockets), and the socket is closed with 4401 at the access token's ``exp`` (reason
+``token expired``). A frame that is not JSON text answers an ``invalid_frame`` error and
+the connection stays open.
+
+Backpressure: frames wait in a per-socket outbox for a writer task. A client that does not
+read (the server's send blocks) loses transient events (``message.delta``, ``typing``)
+once ``REALTIME_OUTBOX_TRANSIENT_LIMIT`` frames wait, and is closed with 4408 (reason
+``too slow: resume from your last seq``) once ``REALTIME_OUTBOX_LIMIT`` wait; stored
+messages stay resumable with ``?after_seq=``. However the consumer ends (client close, a
+handler that raised, cancellation), it leaves the conversation's group, the per-user count
+and the ``WEBSOCKET_CONNECTIONS`` gauge.
 """
 
 import asyncio
 import logging
 import time
+from collections import Counter
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from rest_framework import serializers
@@ -46,12 +61,58 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+# The client did not read its frames fast enough: reconnect with ?after_seq=<last seq seen>.
+CLOSE_TOO_SLOW = 4408
+# The user already holds REALTIME_MAX_SOCKETS_PER_USER open sockets on this process.
+CLOSE_TOO_MANY_SOCKETS = 4409
 CLOSE_RATE_LIMITED = 4429
 # RFC 6455 "Try Again Later": the database or Redis is unavailable; reconnect with after_seq.
 CLOSE_TRY_AGAIN_LATER = 1013
 TYPING_INTERVAL_SECONDS = 1.0
+# Frames a slow reader may lose: they are never stored, so nothing is owed to the client.
+TRANSIENT_EVENTS = {"message.delta", "typing"}
+# Seconds a close frame may wait behind a client that does not read before the consumer
+# simply stops (the server then drops the connection).
+CLOSE_SEND_TIMEOUT = 5.0
 
 logger = logging.getLogger(__name__)
+
+# Open sockets per user id in this process (the per-user cap).
+_open_sockets: Counter = Counter()
+
+
+class _RecentChecks:
+    """The live-event re-check of a user, shared by that user's sockets in this process.
+
+    Before a live event is passed on, a socket whose last check is older than
+    REALTIME_RECHECK_SECONDS checks its user again; 500 sockets of one user would be 500
+    queries on the one database thread at the same event. One check (in flight or younger
+    than the period) answers them all."""
+
+    def __init__(self):
+        self.results: dict[int, tuple[float, asyncio.Future]] = {}
+
+    async def user_active(self, user_id: int) -> bool:
+        now = time.monotonic()
+        entry = self.results.get(user_id)
+        if entry is not None and now - entry[0] < settings.REALTIME_RECHECK_SECONDS:
+            fut = entry[1]
+            if fut.get_loop() is asyncio.get_running_loop():
+                return await asyncio.shield(fut)
+        fut = asyncio.ensure_future(database_sync_to_async(user_still_active)(user_id))
+        if len(self.results) >= 10_000:  # keep only the checks still worth sharing
+            period = settings.REALTIME_RECHECK_SECONDS
+            self.results = {k: v for k, v in self.results.items() if now - v[0] < period}
+        self.results[user_id] = (now, fut)
+        try:
+            return await asyncio.shield(fut)
+        except BaseException:
+            if self.results.get(user_id, (None, None))[1] is fut:
+                del self.results[user_id]  # a failed check is not shared
+            raise
+
+
+_recent_checks = _RecentChecks()
 
 
 class InvalidFrame(ValueError):
@@ -82,14 +143,26 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     expiry: asyncio.Task | None = None
     closing = False
     counted = False
+    accepted = False
+    capped_user_id: int | None = None
+    dropped = 0  # transient frames a slow reader lost
+    outbox: asyncio.Queue | None = None
+    writer: asyncio.Task | None = None
     last_typing = float("-inf")
     checked_at = float("-inf")
 
     async def _cleanup(self):
-        """Leaves the group and the gauge; runs once however the consumer ends."""
+        """Leaves the group, the per-user count and the gauge; runs once however the
+        consumer ends."""
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
+        self._stop_writer()
+        if self.capped_user_id is not None:
+            _open_sockets[self.capped_user_id] -= 1
+            if _open_sockets[self.capped_user_id] <= 0:
+                del _open_sockets[self.capped_user_id]
+            self.capped_user_id = None
         if self.counted:
             metrics.WEBSOCKET_CONNECTIONS.dec()
             self.counted = False
@@ -129,8 +202,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self._close(CLOSE_TRY_AGAIN_LATER)
 
     async def _open(self):
-        # Accept first: a close code can only be sent on an open socket.
-        await self.accept(subprotocol=self.scope.get("accepted_subprotocol"))
+        # The handshake is accepted last, once the caller is checked and the socket is in
+        # the group; a refusal accepts only to carry its close code (_close).
         if dependency := self.scope.get("auth_unavailable"):
             logger.warning(
                 "websocket refused: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
@@ -158,15 +231,74 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             after_seq = parse_resume_point(query["after_seq"][0] if "after_seq" in query else None)
         except ValueError:
             return await self._close(CLOSE_BAD_REQUEST, "after_seq must be a whole number >= 0")
+        if _open_sockets[self.user.pk] >= settings.REALTIME_MAX_SOCKETS_PER_USER:
+            return await self._close(CLOSE_TOO_MANY_SOCKETS, "too many open sockets for this user")
+        _open_sockets[self.user.pk] += 1
+        self.capped_user_id = self.user.pk
         # Subscribe first, then replay what is stored; the group's events wait in the
         # channel until connect() returns and are deduplicated by seq.
         self.subscription = ConversationSubscription(conversation_id, after_seq, channel=self.channel_name)
         metrics.WEBSOCKET_CONNECTIONS.inc()
         self.counted = True
         await self.subscription.open()
-        self.expiry = asyncio.ensure_future(self._close_at_expiry())
-        for frame in await self.subscription.backlog():
-            await self.send_json(frame)
+        await self._accept()
+        self.expiry = asyncio.ensure_future(self._watch())
+        # The backlog (only with ?after_seq=) goes out before the outbox starts, page by
+        # page, each page one query; a client that does not read slows the replay down.
+        async for frames in self.subscription.backlog_pages():
+            for frame in frames:
+                await super().send_json(frame)
+        self.outbox = asyncio.Queue()
+        self.writer = asyncio.ensure_future(self._write())
+
+    async def _accept(self):
+        if not self.accepted:
+            self.accepted = True
+            await self.accept(subprotocol=self.scope.get("accepted_subprotocol"))
+
+    async def _write(self):
+        """Sends the outbox in order; blocks while the server cannot take more (a client
+        that does not read), which is what the outbox bounds measure."""
+        while True:
+            frame = await self.outbox.get()
+            await super().send_json(frame)
+
+    def _stop_writer(self):
+        if self.writer is not None:
+            self.writer.cancel()
+            self.writer = None
+
+    async def send_json(self, content, close=False):
+        """Queues a frame for the writer (directly before the outbox exists). Past
+        REALTIME_OUTBOX_TRANSIENT_LIMIT waiting frames a transient event is dropped; past
+        REALTIME_OUTBOX_LIMIT the socket is closed with 4408 (resume from your last seq)."""
+        if self.closing and self.accepted:
+            return None  # being closed (4408, 4401...): nothing more goes out
+        if self.outbox is None or close:
+            return await super().send_json(content, close=close)
+        waiting = self.outbox.qsize()
+        if waiting >= settings.REALTIME_OUTBOX_LIMIT:
+            return await self._close_too_slow()
+        if waiting >= settings.REALTIME_OUTBOX_TRANSIENT_LIMIT and content.get("type") in TRANSIENT_EVENTS:
+            self.dropped += 1
+            return None
+        self.outbox.put_nowait(content)
+        return None
+
+    async def _close_too_slow(self):
+        logger.warning(
+            "websocket closed: the client does not read",
+            extra={"conversation_id": self.conversation_id, "waiting": self.outbox.qsize()},
+        )
+        self._stop_writer()
+        self.outbox = None  # what waited is dropped: the client resumes from its last seq
+        self.closing = True
+        try:
+            await asyncio.wait_for(
+                self.close(code=CLOSE_TOO_SLOW, reason="too slow: resume from your last seq"), CLOSE_SEND_TIMEOUT
+            )
+        except TimeoutError:
+            raise StopConsumer() from None  # the close frame cannot get out either: stop
 
     @property
     def conversation_id(self) -> int | None:
@@ -174,15 +306,28 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def _close(self, code: int, reason: str | None = None):
         self.closing = True
+        self._stop_writer()
+        await self._accept()  # a close code travels only on an accepted socket
         await self.close(code=code, reason=reason)
 
-    async def _close_at_expiry(self):
-        await asyncio.sleep(max(0.0, self.expires_at - time.time()))
-        if not self.closing:
-            try:
-                await self._close(CLOSE_UNAUTHENTICATED, "token expired")
-            except Exception:  # the socket went away meanwhile; cleanup follows anyway
-                logger.info("websocket already gone at token expiry", exc_info=True)
+    async def _watch(self):
+        """Closes the socket at the token's expiry and, until then, renews the group
+        membership (REALTIME_GROUP_EXPIRY_SECONDS): a member whose socket died without a
+        discard stops being renewed and the layer drops it at the next send after expiry."""
+        while not self.closing:
+            left = self.expires_at - time.time()
+            if left <= 0:
+                try:
+                    await self._close(CLOSE_UNAUTHENTICATED, "token expired")
+                except Exception:  # the socket went away meanwhile; cleanup follows anyway
+                    logger.info("websocket already gone at token expiry", exc_info=True)
+                return
+            await asyncio.sleep(min(left, settings.REALTIME_GROUP_EXPIRY_SECONDS / 3))
+            if self.subscription is not None and time.time() < self.expires_at:
+                try:
+                    await self.subscription.renew()
+                except Exception:  # noqa: BLE001 - the layer is down: the next renewal retries
+                    logger.warning("could not renew group membership", extra={"conversation_id": self.conversation_id})
 
     async def _still_allowed(self) -> bool:
         """Checks the caller again before a client frame is served; closes with 4401 if not."""
@@ -190,6 +335,18 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self._close(CLOSE_UNAUTHENTICATED, "token expired")
             return False
         if not await database_sync_to_async(user_still_active)(self.user.pk):
+            await self._close(CLOSE_UNAUTHENTICATED, "user or tenant inactive")
+            return False
+        self.checked_at = time.monotonic()
+        return True
+
+    async def _recheck_shared(self) -> bool:
+        """``_still_allowed`` for the live-event path: the database check is shared by the
+        user's sockets in this process (``_RecentChecks``)."""
+        if time.time() >= self.expires_at:
+            await self._close(CLOSE_UNAUTHENTICATED, "token expired")
+            return False
+        if not await _recent_checks.user_active(self.user.pk):
             await self._close(CLOSE_UNAUTHENTICATED, "user or tenant inactive")
             return False
         self.checked_at = time.monotonic()
@@ -203,7 +360,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         # A listener that never sends a frame is re-checked too, at most every
         # REALTIME_RECHECK_SECONDS, before it is given an event.
-        if time.monotonic() - self.checked_at >= settings.REALTIME_RECHECK_SECONDS and not await self._still_allowed():
+        if time.monotonic() - self.checked_at >= settings.REALTIME_RECHECK_SECONDS and not await self._recheck_shared():
             return
         try:
             frames = await self.subscription.admit_live(event["frame"])  # may read missed ones

@@ -156,8 +156,9 @@ async def conversation_events(request, access: Access, pk):
     async def stream():
         try:
             yield sse.comment("open")
-            for frame in await subscription.backlog():
-                yield sse.encode(frame)
+            async for frames in subscription.backlog_pages():
+                for frame in frames:
+                    yield sse.encode(frame)
             checked_at = time.monotonic()
             while True:
                 left = access.expires_at - time.time()

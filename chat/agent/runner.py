@@ -1,8 +1,11 @@
 """The tool loop, the same for every provider."""
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from django.conf import settings
 
 from .tools import tool_execute, tool_schemas
 from .types import Usage
@@ -23,22 +26,67 @@ class AgentResult:
     usage: Usage = field(default_factory=Usage)
 
 
+class DeltaCoalescer:
+    """Joins streamed pieces of an answer into a few ``message.delta`` events.
+
+    Every delta is a channel-layer send to every listener of the conversation: a 20-word
+    answer streamed word by word to 500 listeners was 10,000 sends. The first piece goes
+    out at once (the time to the first word is kept); later pieces are held until
+    ``window`` seconds passed since the last flush or ``max_chars`` are held, and
+    ``flush()`` sends the rest. The caller flushes before any other event (tool.call) and
+    when the provider's answer ends, so events keep their order and the concatenated
+    deltas are the answer. A flush happens when a piece arrives: a provider that pauses
+    mid-answer holds at most what arrived within the last window until its next piece.
+    """
+
+    def __init__(self, emit: "Emit", *, window: float, max_chars: int, clock: Callable[[], float] = time.monotonic):
+        self.emit = emit
+        self.window = window
+        self.max_chars = max_chars
+        self.clock = clock
+        self.pending: list[str] = []
+        self.pending_chars = 0
+        self.flushed_at: float | None = None
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self.pending.append(text)
+        self.pending_chars += len(text)
+        if (
+            self.flushed_at is None
+            or self.pending_chars >= self.max_chars
+            or self.clock() - self.flushed_at >= self.window
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending, self.pending_chars = [], 0
+        self.flushed_at = self.clock()
+        self.emit("message.delta", {"delta": text})
+
+
 def run_agent(*, provider, user, history: list[dict], emit: Emit, max_rounds: int) -> AgentResult:
     """Asks the provider, runs the tools it calls, and repeats until it answers in words
     (at most ``max_rounds`` tool rounds; then it must answer without tools).
 
-    ``emit`` receives ``message.delta``, ``tool.call`` and ``tool.result`` as they happen.
-    Raises ``ProviderError`` when the model cannot answer.
+    ``emit`` receives ``message.delta`` (coalesced: ``DeltaCoalescer``), ``tool.call`` and
+    ``tool.result`` in the order they happen. Raises ``ProviderError`` when the model cannot answer.
     """
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history]
     schemas = tool_schemas()
     result = AgentResult(content="")
 
-    def on_delta(text: str) -> None:
-        emit("message.delta", {"delta": text})
+    deltas = DeltaCoalescer(
+        emit, window=settings.REALTIME_DELTA_FLUSH_SECONDS, max_chars=settings.REALTIME_DELTA_FLUSH_CHARS
+    )
 
     for _ in range(max_rounds):
-        response = provider.complete(messages=messages, tools=schemas, on_delta=on_delta)
+        response = provider.complete(messages=messages, tools=schemas, on_delta=deltas.add)
+        deltas.flush()  # before tool.call, and before the caller stores the reply
         result.usage.add(response.usage)
         if not response.tool_calls:
             result.content = response.content
@@ -60,7 +108,8 @@ def run_agent(*, provider, user, history: list[dict], emit: Emit, max_rounds: in
             result.tool_calls.append({"name": call.name, "arguments": call.arguments, "result": output})
             messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(output)})
 
-    response = provider.complete(messages=messages, tools=[], on_delta=on_delta)
+    response = provider.complete(messages=messages, tools=[], on_delta=deltas.add)
+    deltas.flush()
     result.usage.add(response.usage)
     result.content = response.content
     return result

@@ -1,7 +1,16 @@
 """Live connections: the channel layer that fans events out to WebSocket and SSE
 listeners, and the timings of those connections."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .env import REDIS_URL, env
+
+# A group member not renewed for this long is dropped by the channel layer at the next send
+# to the group: a socket that died without leaving stops costing sends after it. Live
+# listeners renew every third of it.
+REALTIME_GROUP_EXPIRY_SECONDS = env.int("REALTIME_GROUP_EXPIRY_SECONDS", default=300)
+# Concurrent group joins/leaves per event loop; below CHANNEL_LAYER_MAX_CONNECTIONS.
+REALTIME_GROUP_OP_CONCURRENCY = env.int("REALTIME_GROUP_OP_CONCURRENCY", default=50)
 
 # Channel layer for WebSocket/SSE fan-out: Redis across processes, in-memory in one process.
 if REDIS_URL:
@@ -12,17 +21,43 @@ if REDIS_URL:
     # notice a dead Redis on idle connections instead.
     CHANNEL_REDIS_HOST = {
         "address": REDIS_URL,
+        # Redis connections per event loop (redis-py's asyncio pool refuses past it with
+        # "Too many connections"); group joins and leaves are held below it
+        # (REALTIME_GROUP_OP_CONCURRENCY), the rest are short sends and one blocking read.
+        "max_connections": env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=200),
         "socket_timeout": env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0),
         "socket_connect_timeout": 5.0,
         "socket_keepalive": True,
         "health_check_interval": 30,
     }
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CHANNEL_REDIS_HOST], "capacity": 1000, "expiry": 60},
+    # Which channels-redis design fans events out (docs/benchmarks.md, "Real-time fan-out"):
+    # "core" keeps each group's members in a Redis sorted set and pushes one message per
+    # member; "pubsub" publishes one message per group and each process hands it to its
+    # own members (no membership in Redis, nothing to sweep after a crash). Pub/sub channels
+    # are shared by every database of a Redis server: only one deployment per Redis server
+    # may use "pubsub" (docs/realtime.md).
+    CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="core")
+    if CHANNEL_LAYER not in ("core", "pubsub"):
+        raise ImproperlyConfigured(f"CHANNEL_LAYER must be core or pubsub, not {CHANNEL_LAYER!r}")
+    if CHANNEL_LAYER == "pubsub":
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [CHANNEL_REDIS_HOST]},
+            }
         }
-    }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [CHANNEL_REDIS_HOST],
+                    "capacity": 1000,
+                    "expiry": 60,
+                    "group_expiry": REALTIME_GROUP_EXPIRY_SECONDS,
+                },
+            }
+        }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
@@ -31,3 +66,16 @@ SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
 # An open WebSocket that only listens re-checks its user and tenant before passing on an
 # event when the last check is older than this (every client frame re-checks anyway).
 REALTIME_RECHECK_SECONDS = env.float("REALTIME_RECHECK_SECONDS", default=10.0)
+
+# Streamed answers: pieces are joined into one message.delta event per this many seconds
+# (the first piece goes out at once), or sooner once this many characters are held. Each
+# delta is a send to every listener; word-by-word deltas were thousands of sends per reply.
+REALTIME_DELTA_FLUSH_SECONDS = env.float("REALTIME_DELTA_FLUSH_SECONDS", default=0.04)
+REALTIME_DELTA_FLUSH_CHARS = env.int("REALTIME_DELTA_FLUSH_CHARS", default=400)
+# Open WebSockets one user may hold on one web process; the next is closed with 4409.
+REALTIME_MAX_SOCKETS_PER_USER = env.int("REALTIME_MAX_SOCKETS_PER_USER", default=50)
+# Frames waiting for a WebSocket client that does not read: past the first bound transient
+# events (deltas, typing) are dropped; past the second the socket is closed with 4408
+# ("resume from your last seq"). Together they bound a slow reader's memory.
+REALTIME_OUTBOX_TRANSIENT_LIMIT = env.int("REALTIME_OUTBOX_TRANSIENT_LIMIT", default=100)
+REALTIME_OUTBOX_LIMIT = env.int("REALTIME_OUTBOX_LIMIT", default=500)

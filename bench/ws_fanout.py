@@ -1,0 +1,251 @@
+"""WebSocket fan-out on the real stack: N clients on one conversation, one REST post.
+
+    .venv/bin/python bench/ws_fanout.py [--clients 500] [--layer core|pubsub]
+        [--processes 1] [--turns 0] [--port 18400] [--rounds 1]
+
+Starts what production runs (daphne processes on ``--port``, ``--port``+1..., one Celery
+worker with the local agent) on the DATABASE_URL and REDIS_URL of the environment (run
+``manage.py migrate`` there first), registers a user, opens N WebSocket clients on one
+conversation (default connect: no ``after_seq``, no pings; spread over the processes),
+then posts one message over REST (202) and prints, per round:
+
+- ``created``: time from the post to each client's ``message.created`` (p50, p95, max);
+- ``reply``: time from the post to the last client's ``message.completed`` (the agent's
+  stored reply) and to the last client's last ``message.delta``;
+- ``deltas``: the delta frames one client received for the reply;
+
+then closes every client at once (half with a close frame, half by dropping the TCP
+connection) and prints how long until the conversation's group has no member left (core
+layer: its Redis sorted set; pubsub keeps no membership in Redis) and whether a client
+connected afterwards still gets the next message. ``--turns`` first plays that many turns
+in the conversation (a conversation with history). Prints figures; asserts nothing.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import redis
+from websockets.asyncio.client import connect as ws_connect
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def start_stack(args) -> list[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "CHANNEL_LAYER": args.layer,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER_URL", os.environ["REDIS_URL"]),
+        "AGENT_PROVIDER": "local",
+        "REALTIME_MAX_SOCKETS_PER_USER": str(args.clients * 2),
+        "RATE_LIMIT_FREE": "1000000",
+        "RATE_LIMIT_AUTH_PER_IP": "100000/m",
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SECURE_SSL_REDIRECT": "false",  # plain HTTP on 127.0.0.1
+        "PYTHONUNBUFFERED": "1",
+    }
+    procs = []
+    log = open(args.log, "w")  # noqa: SIM115 - closed with the processes
+    for i in range(args.processes):
+        argv = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(args.port + i), "config.asgi:application"]
+        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    worker = [
+        str(BIN / "celery"), "-A", "config", "worker", "--pool=prefork", "--concurrency=1", "--loglevel=WARNING",
+        "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip", "--without-heartbeat",
+    ]  # fmt: skip
+    procs.append(subprocess.Popen(worker, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    for i in range(args.processes):
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{args.port + i}/health", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                stop_stack(procs)
+                sys.exit(f"daphne on {args.port + i} did not start; see {args.log}")
+            time.sleep(0.2)
+    time.sleep(2)  # the worker's pool
+    return procs
+
+
+def stop_stack(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class Listener:
+    def __init__(self, url: str):
+        self.url = url
+        self.ws = None
+        self.seen: dict[str, float] = {}
+        self.deltas = 0
+        self.last_delta = 0.0
+        self.task = None
+
+    async def open(self):
+        self.ws = await ws_connect(self.url, max_queue=None, ping_interval=None, open_timeout=60)
+        self.task = asyncio.ensure_future(self.read())
+
+    async def read(self):
+        try:
+            async for raw in self.ws:
+                frame = json.loads(raw)
+                now = time.perf_counter()
+                if frame["type"] == "message.delta":
+                    self.deltas += 1
+                    self.last_delta = now
+                elif frame["seq"] is not None:
+                    self.seen[f"{frame['type']}:{frame['seq']}"] = now
+        except Exception:  # noqa: BLE001 - closed under us at the end
+            pass
+
+    def reset(self):
+        self.seen.clear()
+        self.deltas, self.last_delta = 0, 0.0
+
+
+async def open_all(urls: list[str], args_gate: int = 20) -> list[Listener]:
+    gate = asyncio.Semaphore(args_gate)
+    listeners = [Listener(url) for url in urls]
+
+    async def one(listener):
+        async with gate:
+            await listener.open()
+
+    await asyncio.gather(*(one(listener) for listener in listeners))
+    return listeners
+
+
+async def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def one_round(http, listeners, conversation_id: int, timeout: float) -> dict:
+    for listener in listeners:
+        listener.reset()
+    t0 = time.perf_counter()
+    response = await http.post(f"/api/v1/conversations/{conversation_id}/messages", json={"content": "list my tasks"})
+    response.raise_for_status()
+    seq = response.json()["message"]["seq"]
+    created, completed = f"message.created:{seq}", f"message.completed:{seq + 1}"
+    await wait_until(lambda: all(created in lsn.seen and completed in lsn.seen for lsn in listeners), timeout)
+    got = [lsn.seen[created] - t0 for lsn in listeners if created in lsn.seen]
+    replies = [lsn.seen[completed] - t0 for lsn in listeners if completed in lsn.seen]
+    last_deltas = [lsn.last_delta - t0 for lsn in listeners if lsn.last_delta]
+    return {
+        "received": len(got),
+        "p50": percentile(got, 0.5) * 1000 if got else None,
+        "p95": percentile(got, 0.95) * 1000 if got else None,
+        "max": max(got) * 1000 if got else None,
+        "replies": len(replies),
+        "reply_last": max(replies) * 1000 if replies else None,
+        "delta_last": max(last_deltas) * 1000 if last_deltas else None,
+        "deltas": listeners[0].deltas,
+    }
+
+
+async def main(args) -> None:
+    procs = start_stack(args)
+    try:
+        base = f"http://127.0.0.1:{args.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30, trust_env=False) as http:
+            email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
+            password = "analytical-engine-1843"
+            registered = await http.post(
+                "/api/v1/auth/register",
+                json={"email": email, "password": password, "display_name": "B", "tenant_name": email},
+            )
+            registered.raise_for_status()
+            token = (await http.post("/api/v1/auth/token", json={"email": email, "password": password})).json()[
+                "access"
+            ]
+            http.headers["Authorization"] = f"Bearer {token}"
+            conversation_id = (await http.post("/api/v1/conversations/", json={"title": "fan-out"})).json()["id"]
+            for _ in range(args.turns):  # history: each turn is a message and a reply
+                await http.post(f"/api/v1/conversations/{conversation_id}/messages", json={"content": "hello"})
+            if args.turns:
+                await asyncio.sleep(1 + args.turns * 0.1)
+            urls = [
+                f"ws://127.0.0.1:{args.port + i % args.processes}/ws/v1/conversations/{conversation_id}/?token={token}"
+                for i in range(args.clients)
+            ]
+            t = time.perf_counter()
+            listeners = await open_all(urls, args.connect_concurrency)
+            print(f"layer={args.layer} processes={args.processes} clients={args.clients} turns_before={args.turns}")
+            print(f"connect: {len(listeners)} open in {time.perf_counter() - t:.1f} s")
+            await asyncio.sleep(1)
+            for r in range(args.rounds):
+                res = await one_round(http, listeners, conversation_id, args.timeout)
+                print(
+                    f"round {r + 1}: created received {res['received']}/{args.clients} "
+                    f"p50 {res['p50']:.0f} ms p95 {res['p95']:.0f} ms max {res['max']:.0f} ms | "
+                    f"reply to all {res['replies']}/{args.clients}: last message.completed {res['reply_last']:.0f} ms, "
+                    f"last delta {res['delta_last']:.0f} ms, {res['deltas']} delta frames per client"
+                )
+                await asyncio.sleep(0.5)
+
+            # Mass disconnect: half close politely, half drop the TCP connection.
+            group_key = f"asgi:group:conversation.{conversation_id}"
+            store = redis.Redis.from_url(os.environ["REDIS_URL"])
+            members_before = store.zcard(group_key)
+            t = time.perf_counter()
+
+            async def drop(i, listener):
+                if i % 2:
+                    listener.ws.transport.abort()
+                else:
+                    await listener.ws.close()
+
+            await asyncio.gather(*(drop(i, lsn) for i, lsn in enumerate(listeners)), return_exceptions=True)
+            emptied = await wait_until(lambda: store.zcard(group_key) == 0, 30)
+            print(
+                f"mass disconnect: group members before {members_before}, "
+                f"{'0 after' if emptied else f'{store.zcard(group_key)} left after'} "
+                f"{time.perf_counter() - t:.2f} s"
+            )
+            [late] = await open_all(urls[:1])
+            res = await one_round(http, [late], conversation_id, args.timeout)
+            print(f"after the disconnect: a new client got message.created in {res['max']:.0f} ms")
+            await late.ws.close()
+    finally:
+        stop_stack(procs)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--layer", choices=["core", "pubsub"], default="core")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--turns", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--port", type=int, default=18400)
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--connect-concurrency", type=int, default=20, help="handshakes in flight at once")
+    parser.add_argument("--log", default="/tmp/ws_fanout.log")
+    asyncio.run(main(parser.parse_args()))
