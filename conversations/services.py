@@ -98,6 +98,39 @@ def conversation_update(*, conversation: Conversation, user, as_staff: bool = Fa
 
 
 @transaction.atomic
+def conversation_participants_set(
+    *, conversation: Conversation, user, participant_ids: Iterable[int], as_staff: bool = False
+) -> Conversation:
+    """Replaces who takes part in ``conversation``. Every id must be a user of the
+    conversation's tenant, else ``validation_error`` and nothing changes; the owner always
+    stays. Recorded as ``conversation.participants_changed`` (ids added and removed) on the
+    conversation's trail; nothing is recorded when nothing changed."""
+    check_can_manage(conversation=conversation, user=user, as_staff=as_staff)
+    wanted = set(participant_ids) | {conversation.owner_id}
+    found = set(User.objects.filter(tenant_id=conversation.tenant_id, pk__in=wanted).values_list("pk", flat=True))
+    if found != wanted:
+        raise ApplicationError(
+            "Some participants are not users of the conversation's tenant.",
+            code="validation_error",
+            details={"participant_ids": [f"unknown user {pk}" for pk in sorted(wanted - found)]},
+        )
+    current = set(conversation.participants.values_list("pk", flat=True))
+    added, removed = sorted(wanted - current), sorted(current - wanted)
+    if added or removed:
+        conversation.participants.add(*added)
+        conversation.participants.remove(*removed)
+        audit_record(
+            tenant=conversation.tenant_id,
+            actor=user,
+            action="conversation.participants_changed",
+            resource_type="conversation",
+            resource_id=conversation.pk,
+            details={"added": added, "removed": removed},
+        )
+    return conversation
+
+
+@transaction.atomic
 def conversation_delete(*, conversation: Conversation, user, as_staff: bool = False) -> None:
     check_can_manage(conversation=conversation, user=user, as_staff=as_staff)
     conversation_id, tenant_id = conversation.pk, conversation.tenant_id
@@ -108,6 +141,19 @@ def conversation_delete(*, conversation: Conversation, user, as_staff: bool = Fa
         action="conversation.deleted",
         resource_type="conversation",
         resource_id=conversation_id,
+    )
+
+
+def conversation_export_recorded(*, conversation: Conversation, actor=None, via: str) -> None:
+    """Records that ``actor`` (None: an operator's command) took a copy of the
+    conversation out of the system (``via``: admin, command), on its tenant's trail."""
+    audit_record(
+        tenant=conversation.tenant_id,
+        actor=actor,
+        action="conversation.exported",
+        resource_type="conversation",
+        resource_id=conversation.pk,
+        details={"via": via, "last_seq": conversation.last_seq},
     )
 
 

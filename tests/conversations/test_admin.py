@@ -32,6 +32,12 @@ def change_form(conversation, **fields):
         "messages-INITIAL_FORMS": str(len(messages)),
         "messages-MIN_NUM_FORMS": "0",
         "messages-MAX_NUM_FORMS": "1000",
+        # The conversation's runs (chat adds them to the page), read-only, none here.
+        "runs-TOTAL_FORMS": "0",
+        "runs-INITIAL_FORMS": "0",
+        "runs-MIN_NUM_FORMS": "0",
+        "runs-MAX_NUM_FORMS": "1000",
+        "participants": [str(pk) for pk in conversation.participants.values_list("pk", flat=True)],
     }
     for i, message in enumerate(messages):
         data[f"messages-{i}-id"] = str(message.pk)
