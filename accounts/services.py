@@ -101,9 +101,19 @@ def _user_create(*, tenant: Tenant, email: str, password: str, display_name: str
 
 
 @transaction.atomic
-def tenant_register(*, email: str, password: str, display_name: str, tenant_name: str) -> tuple[User, Tenant]:
-    """Creates a tenant on the free tier and its owner."""
+def tenant_register(
+    *, email: str, password: str, display_name: str, tenant_name: str, tier: str = Tenant.Tier.FREE
+) -> tuple[User, Tenant]:
+    """Creates a tenant and its owner; on the free tier unless an operator says otherwise
+    (``manage.py create_tenant --tier``; the API always registers on free)."""
+    if tier not in Tenant.Tier.values:
+        raise ApplicationError("Unknown tier.", code="validation_error", details={"tier": [f"unknown tier {tier}"]})
+    if not tenant_name.strip():
+        raise ApplicationError("A tenant needs a name.", code="validation_error", details={"tenant_name": ["empty"]})
     tenant = _tenant_create(name=tenant_name.strip())
+    if tier != tenant.tier:
+        tenant.tier = tier
+        tenant.save(update_fields=["tier"])
     user = _user_create(tenant=tenant, email=email, password=password, display_name=display_name, role=User.Role.OWNER)
     audit_record(
         tenant=tenant,
