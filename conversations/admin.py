@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpResponse
 from django.urls import reverse
@@ -8,7 +7,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.models import User
-from config.core.errors import ApplicationError
 
 from . import exports, services
 from .models import Conversation, Message
@@ -147,16 +145,15 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         # Participants go through the service (tenant-checked, audited), not form.save_m2m().
+        # The form's queryset has already refused users of other tenants; the service checks
+        # again (and would roll the whole save back).
         if "participants" in form.cleaned_data:
-            try:
-                services.conversation_participants_set(
-                    conversation=form.instance,
-                    user=request.user,
-                    participant_ids=[user.pk for user in form.cleaned_data["participants"]],
-                    as_staff=True,
-                )
-            except ApplicationError as exc:  # the form's queryset already refuses strangers
-                raise ValidationError(exc.message) from exc
+            services.conversation_participants_set(
+                conversation=form.instance,
+                user=request.user,
+                participant_ids=[user.pk for user in form.cleaned_data["participants"]],
+                as_staff=True,
+            )
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
 
