@@ -140,3 +140,24 @@ def test_changing_a_user_in_the_admin_is_audited_and_the_tenant_stays(admin_clie
     record = AuditRecord.objects.get(action="user.updated")
     assert (record.tenant_id, record.actor_id) == (user.tenant_id, staff.pk)
     assert record.details == {"changes": {"role": {"from": "member", "to": "admin"}}}
+
+
+def test_staff_services_refuse_a_bad_tier_and_a_taken_email():
+    import pytest
+
+    from accounts import services
+    from config.core.errors import ApplicationError, Conflict
+    from tests.accounts.factories import UserFactory
+
+    taken, user = UserFactory(email="taken@example.com"), UserFactory(email="me@example.com")
+
+    with pytest.raises(ApplicationError, match="Unknown tier"):
+        services.tenant_register(
+            email="x@example.com", password="long-pass-phrase-9", display_name="X", tenant_name="X", tier="gold"
+        )
+    with pytest.raises(Conflict):
+        services.user_staff_update(user=user, actor=taken, email="TAKEN@example.com")
+
+    user.refresh_from_db()
+    assert user.email == "me@example.com"
+    assert not AuditRecord.objects.filter(action__in=["tenant.created", "user.updated"]).exists()
