@@ -101,9 +101,19 @@ def _user_create(*, tenant: Tenant, email: str, password: str, display_name: str
 
 
 @transaction.atomic
-def tenant_register(*, email: str, password: str, display_name: str, tenant_name: str) -> tuple[User, Tenant]:
-    """Creates a tenant on the free tier and its owner."""
+def tenant_register(
+    *, email: str, password: str, display_name: str, tenant_name: str, tier: str = Tenant.Tier.FREE
+) -> tuple[User, Tenant]:
+    """Creates a tenant and its owner; on the free tier unless an operator says otherwise
+    (``manage.py create_tenant --tier``; the API always registers on free)."""
+    if tier not in Tenant.Tier.values:
+        raise ApplicationError("Unknown tier.", code="validation_error", details={"tier": [f"unknown tier {tier}"]})
+    if not tenant_name.strip():
+        raise ApplicationError("A tenant needs a name.", code="validation_error", details={"tenant_name": ["empty"]})
     tenant = _tenant_create(name=tenant_name.strip())
+    if tier != tenant.tier:
+        tenant.tier = tier
+        tenant.save(update_fields=["tier"])
     user = _user_create(tenant=tenant, email=email, password=password, display_name=display_name, role=User.Role.OWNER)
     audit_record(
         tenant=tenant,
@@ -378,3 +388,59 @@ def tenant_update(*, tenant: Tenant, actor: User, **changes) -> Tenant:
             details={"changes": diff},
         )
     return tenant
+
+
+USER_STAFF_FIELDS = ("email", "display_name", "role", "is_active", "is_staff", "is_superuser")
+
+
+@transaction.atomic
+def user_staff_create(
+    *, actor: User, tenant: Tenant, email: str, password: str, display_name: str, role: str = User.Role.MEMBER
+) -> User:
+    """Platform staff add a user to ``tenant`` (the admin's "Add user"): the same checks
+    as registration (unique email, password strength), recorded as ``user.created`` on
+    that tenant's trail with the staff member as actor."""
+    if role not in User.Role.values:
+        raise ApplicationError("Unknown role.", code="validation_error", details={"role": [f"unknown role {role}"]})
+    user = _user_create(tenant=tenant, email=email, password=password, display_name=display_name, role=role)
+    audit_record(
+        tenant=tenant.pk,
+        actor=actor,
+        action="user.created",
+        resource_type="user",
+        resource_id=user.pk,
+        details={"email": user.email, "role": user.role, "via": "admin"},
+    )
+    return user
+
+
+@transaction.atomic
+def user_staff_update(*, user: User, actor: User, **changes) -> User:
+    """Platform staff change a user (email, name, role, active, staff flags): recorded as
+    ``user.updated`` on the user's tenant trail with each changed field's old and new
+    value. A user's tenant is never changed (their rows and trail stay in it). Only named
+    fields are written; nothing is recorded when nothing changed."""
+    stored = User.objects.select_for_update().get(pk=user.pk)
+    if "email" in changes:
+        changes["email"] = User.objects.normalize_email(changes["email"]).lower()
+    diff = {
+        name: {"from": getattr(stored, name), "to": value}
+        for name, value in changes.items()
+        if name in USER_STAFF_FIELDS and getattr(stored, name) != value
+    }
+    if "email" in diff and User.objects.filter(email=diff["email"]["to"]).exclude(pk=user.pk).exists():
+        raise Conflict("An account with this email already exists.", code="email_taken")
+    for name, change in diff.items():
+        setattr(stored, name, change["to"])
+        setattr(user, name, change["to"])
+    if diff:
+        stored.save(update_fields=sorted(diff))
+        audit_record(
+            tenant=stored.tenant_id,
+            actor=actor,
+            action="user.updated",
+            resource_type="user",
+            resource_id=stored.pk,
+            details={"changes": diff},
+        )
+    return user

@@ -10,12 +10,23 @@ from .models import Conversation
 from .serializers import ConversationSerializer, message_data
 
 
-def conversation_json(*, conversation: Conversation, messages) -> str:
-    document = {
+def conversation_document(*, conversation: Conversation, messages) -> dict:
+    """The conversation and its messages as one JSON-ready document (what every JSON
+    export holds)."""
+    return {
         "conversation": ConversationSerializer(conversation).data,
         "messages": [message_data(message) for message in messages],
     }
-    return json.dumps(document, indent=2, default=str)
+
+
+def conversation_json(*, conversation: Conversation, messages) -> str:
+    return json.dumps(conversation_document(conversation=conversation, messages=messages), indent=2, default=str)
+
+
+def conversation_jsonl_line(*, conversation: Conversation, messages) -> str:
+    """One conversation as one line of JSON Lines (many conversations in one file)."""
+    document = conversation_document(conversation=conversation, messages=messages)
+    return json.dumps(document, ensure_ascii=False, default=str) + "\n"
 
 
 def conversation_markdown(*, conversation: Conversation, messages) -> str:

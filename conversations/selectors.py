@@ -63,3 +63,16 @@ def message_get(*, conversation: Conversation, message_id) -> Message:
     if message is None:
         raise NotFound("Message not found.")
     return message
+
+
+def conversation_export_list(*, tenant, status: str | None = None) -> QuerySet[Conversation]:
+    """All of a tenant's conversations, oldest first, for an operator's export (no user
+    scope: the operator exports the tenant)."""
+    qs = Conversation.objects.for_tenant(tenant).order_by("pk").prefetch_related("participants")
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def message_export_list(*, conversation: Conversation) -> QuerySet[Message]:
+    return Message.objects.filter(conversation=conversation).order_by("seq")

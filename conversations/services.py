@@ -1,6 +1,8 @@
 """Every write to conversations and messages. Events go out through conversations.events."""
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -98,6 +100,39 @@ def conversation_update(*, conversation: Conversation, user, as_staff: bool = Fa
 
 
 @transaction.atomic
+def conversation_participants_set(
+    *, conversation: Conversation, user, participant_ids: Iterable[int], as_staff: bool = False
+) -> Conversation:
+    """Replaces who takes part in ``conversation``. Every id must be a user of the
+    conversation's tenant, else ``validation_error`` and nothing changes; the owner always
+    stays. Recorded as ``conversation.participants_changed`` (ids added and removed) on the
+    conversation's trail; nothing is recorded when nothing changed."""
+    check_can_manage(conversation=conversation, user=user, as_staff=as_staff)
+    wanted = set(participant_ids) | {conversation.owner_id}
+    found = set(User.objects.filter(tenant_id=conversation.tenant_id, pk__in=wanted).values_list("pk", flat=True))
+    if found != wanted:
+        raise ApplicationError(
+            "Some participants are not users of the conversation's tenant.",
+            code="validation_error",
+            details={"participant_ids": [f"unknown user {pk}" for pk in sorted(wanted - found)]},
+        )
+    current = set(conversation.participants.values_list("pk", flat=True))
+    added, removed = sorted(wanted - current), sorted(current - wanted)
+    if added or removed:
+        conversation.participants.add(*added)
+        conversation.participants.remove(*removed)
+        audit_record(
+            tenant=conversation.tenant_id,
+            actor=user,
+            action="conversation.participants_changed",
+            resource_type="conversation",
+            resource_id=conversation.pk,
+            details={"added": added, "removed": removed},
+        )
+    return conversation
+
+
+@transaction.atomic
 def conversation_delete(*, conversation: Conversation, user, as_staff: bool = False) -> None:
     check_can_manage(conversation=conversation, user=user, as_staff=as_staff)
     conversation_id, tenant_id = conversation.pk, conversation.tenant_id
@@ -108,6 +143,84 @@ def conversation_delete(*, conversation: Conversation, user, as_staff: bool = Fa
         action="conversation.deleted",
         resource_type="conversation",
         resource_id=conversation_id,
+    )
+
+
+PURGE_BATCH = 200
+
+
+def conversations_purge(
+    *,
+    older_than: timedelta,
+    tenant_id: int | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    batch_size: int = PURGE_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Retention: deletes the conversations without activity (``updated_at``, which every
+    new message moves) for ``older_than``, with their messages and runs; all tenants, or
+    one. Works in batches of ``batch_size``, each its own transaction with one
+    ``conversation.purged`` record on the tenant's trail naming the ids it removed, so an
+    interrupted purge keeps what it did and can simply be run again. A conversation that
+    became active while the purge ran is kept. ``dry_run``: counts only, changes nothing.
+    Returns ``{"cutoff", "conversations", "messages", "tenants": {tenant_id: n}, "deleted"}``;
+    ``progress`` gets (done, total) after each batch."""
+    cutoff = (now or timezone.now()) - older_than
+    stale = Conversation.objects.filter(updated_at__lt=cutoff)
+    if tenant_id is not None:
+        stale = stale.filter(tenant_id=tenant_id)
+    by_tenant: dict[int, list[int]] = defaultdict(list)
+    for pk, owner_tenant in stale.order_by("tenant_id", "pk").values_list("pk", "tenant_id"):
+        by_tenant[owner_tenant].append(pk)
+    total = sum(len(ids) for ids in by_tenant.values())
+    result = {
+        "cutoff": cutoff,
+        "conversations": total,
+        "messages": Message.objects.filter(conversation__in=stale).count(),
+        "tenants": {tid: len(ids) for tid, ids in by_tenant.items()},
+        "deleted": 0,
+    }
+    if dry_run:
+        return result
+    done = 0
+    for owner_tenant, ids in by_tenant.items():
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            with transaction.atomic():
+                batch = Conversation.objects.select_for_update().filter(pk__in=chunk, updated_at__lt=cutoff)
+                gone = sorted(batch.values_list("pk", flat=True))
+                if gone:
+                    messages = Message.objects.filter(conversation_id__in=gone).count()
+                    Conversation.objects.filter(pk__in=gone).delete()
+                    audit_record(
+                        tenant=owner_tenant,
+                        action="conversation.purged",
+                        resource_type="conversation",
+                        details={
+                            "older_than_days": older_than.days,
+                            "cutoff": cutoff.isoformat(),
+                            "conversation_ids": gone,
+                            "messages": messages,
+                        },
+                    )
+                    result["deleted"] += len(gone)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    return result
+
+
+def conversation_export_recorded(*, conversation: Conversation, actor=None, via: str) -> None:
+    """Records that ``actor`` (None: an operator's command) took a copy of the
+    conversation out of the system (``via``: admin, command), on its tenant's trail."""
+    audit_record(
+        tenant=conversation.tenant_id,
+        actor=actor,
+        action="conversation.exported",
+        resource_type="conversation",
+        resource_id=conversation.pk,
+        details={"via": via, "last_seq": conversation.last_seq},
     )
 
 

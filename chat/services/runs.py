@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from audits.services import audit_record
@@ -382,3 +382,76 @@ def runs_sweep(*, now=None) -> dict:
     for run_id in requeued:
         transaction.on_commit(lambda run_id=run_id: queue.run_send(run_id))
     return {"requeued": requeued, "failed": failed}
+
+
+def _latest_failed_runs():
+    """Failed runs that are the newest run of their trigger message: the turns still
+    without an answer. A run already retried has a newer run and is left out."""
+    newer = AgentRun.objects.filter(trigger_message_id=OuterRef("trigger_message_id"), pk__gt=OuterRef("pk"))
+    return AgentRun.objects.filter(status=Status.FAILED).filter(~Exists(newer))
+
+
+def run_retry(*, run: AgentRun, actor=None, via: str = "admin") -> AgentRun | None:
+    """Answers a failed turn again: a new queued run for the same trigger message (the
+    failed run stays as it was, its history intact, since ``failed`` is final), handed to
+    a worker after commit. Only the newest run of a message is retried, once: a run that
+    is not failed, or that was retried already, gives None and changes nothing. Recorded
+    as ``run.retried`` on the conversation's trail (``actor`` None: the system)."""
+    with transaction.atomic():
+        # The trigger message's row serialises concurrent retries of the same turn.
+        Message.objects.select_for_update().filter(pk=run.trigger_message_id).first()
+        if not _latest_failed_runs().filter(pk=run.pk).exists():
+            return None
+        provider = get_provider()
+        retry = AgentRun.objects.create(
+            tenant_id=run.tenant_id,
+            conversation_id=run.conversation_id,
+            user_id=run.user_id,
+            trigger_message_id=run.trigger_message_id,
+            provider=provider.name,
+            model=provider.model,
+        )
+        audit_record(
+            tenant=run.tenant_id,
+            actor=actor,
+            action="run.retried",
+            resource_type="agent_run",
+            resource_id=retry.pk,
+            details={"failed_run_id": run.pk, "conversation_id": run.conversation_id, "via": via},
+        )
+        transaction.on_commit(lambda: run_enqueue(run_id=retry.pk))
+    return retry
+
+
+def runs_retry_failed(
+    *,
+    actor=None,
+    tenant_id: int | None = None,
+    since=None,
+    limit: int | None = None,
+    dry_run: bool = False,
+    via: str = "command",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Retries every failed turn still without an answer (``run_retry``), oldest first,
+    optionally of one tenant, failed since ``since``, at most ``limit``. ``dry_run``: only
+    counts them. Returns ``{"found", "retried": [new run ids], "skipped"}``; ``progress``
+    is called with (done, total) after each run."""
+    failed = _latest_failed_runs().order_by("created_at", "pk")
+    if tenant_id is not None:
+        failed = failed.filter(tenant_id=tenant_id)
+    if since is not None:
+        failed = failed.filter(finished_at__gte=since)
+    runs = list(failed[:limit] if limit else failed)
+    result = {"found": len(runs), "retried": [], "skipped": 0}
+    if dry_run:
+        return result
+    for done, run in enumerate(runs, start=1):
+        retry = run_retry(run=run, actor=actor, via=via)
+        if retry is None:
+            result["skipped"] += 1
+        else:
+            result["retried"].append(retry.pk)
+        if progress:
+            progress(done, len(runs))
+    return result

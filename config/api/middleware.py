@@ -2,6 +2,8 @@ import logging
 import re
 import time
 
+from django.utils.functional import LazyObject, empty
+
 from config.core import metrics
 from config.core.context import (
     client_ip_var,
@@ -55,6 +57,11 @@ class RequestIdMiddleware(HybridMiddleware):
         response["X-Request-ID"] = request.id
         duration = time.perf_counter() - request._started
         user = getattr(request, "user", None)
+        if isinstance(user, LazyObject) and user._wrapped is empty:
+            # The session user no view asked for (the chat page, a static file): loading it
+            # here would cost a query, and under ASGI this runs in the event loop, where the
+            # ORM refuses to (a signed-in staff member's cookie made ``/`` answer 500).
+            user = None
         user_id = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
         tenant_id = getattr(user, "tenant_id", None) if user_id else None
         route = request_route(request)
