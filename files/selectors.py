@@ -1,5 +1,7 @@
 """Reads of files, always scoped to one tenant (another tenant's file is not found)."""
 
+import uuid
+
 from django.db.models import Prefetch, QuerySet, Sum
 
 from config.core.errors import NotFound
@@ -23,6 +25,10 @@ def _uploading_chunks() -> Prefetch:
 
 
 def file_get(*, tenant, file_id) -> File:
+    try:
+        file_id = uuid.UUID(str(file_id))
+    except ValueError:
+        raise NotFound("File not found.") from None
     file = File.objects.for_tenant(tenant).filter(pk=file_id).prefetch_related(_uploading_chunks()).first()
     if file is None:
         raise NotFound("File not found.")

@@ -83,7 +83,7 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
     """The tenant's files. Uploading and completing belong to the uploader."""
 
     serializer_class = FileSerializer
-    lookup_value_regex = r"[0-9a-fA-F-]{36}"
+    lookup_value_regex = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
     def select(self, *, tenant, user):
         return selectors.file_list(tenant=tenant, user=user)
@@ -139,8 +139,6 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
             (206, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="One byte range"),
             302: OpenApiResponse(description="Redirect to a short-lived presigned URL (S3, FILES_S3_REDIRECT)"),
             304: OpenApiResponse(description="Not modified (If-None-Match)"),
-            409: OpenApiResponse(description="The file is not ready"),
-            416: OpenApiResponse(description="Range not satisfiable"),
         },
         parameters=[
             OpenApiParameter("Range", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False),
