@@ -87,26 +87,36 @@ def make_user():
     return tokens_for(user).access
 
 
-def transfer(client: httpx.Client, total: int, chunk: int) -> dict:
+def transfer(client: httpx.Client, total: int, chunk: int, sampler=None) -> dict:
     digest = hashlib.sha256()
     count = -(-total // chunk)
     for index in range(count):
         digest.update(chunk_bytes(index, chunk, total, chunk))
     declared = client.post(
         "/api/v1/files/",
-        json={"filename": "bench.bin", "size": total, "content_type": "application/octet-stream", "sha256": digest.hexdigest()},
+        json={
+            "filename": "bench.bin",
+            "size": total,
+            "content_type": "application/octet-stream",
+            "sha256": digest.hexdigest(),
+        },
     )
     declared.raise_for_status()
     file = declared.json()
     assert file["chunk_size"] == chunk, file
     started = time.perf_counter()
     for index in range(count):
-        response = client.put(f"/api/v1/files/{file['id']}/chunks/{index}", content=chunk_bytes(index, chunk, total, chunk))
+        response = client.put(
+            f"/api/v1/files/{file['id']}/chunks/{index}", content=chunk_bytes(index, chunk, total, chunk)
+        )
         assert response.status_code == 201, response.text
     uploaded = time.perf_counter()
     done = client.post(f"/api/v1/files/{file['id']}/complete")
     assert done.status_code == 200, done.text
     completed = time.perf_counter()
+    peaks = {"upload_peak": sampler.peak if sampler else 0}
+    if sampler:
+        sampler.reset()
     received = hashlib.sha256()
     size = 0
     with client.stream("GET", f"/api/v1/files/{file['id']}/content") as response:
@@ -117,7 +127,9 @@ def transfer(client: httpx.Client, total: int, chunk: int) -> dict:
     downloaded = time.perf_counter()
     assert size == total and received.hexdigest() == digest.hexdigest(), "download differs"
     client.delete(f"/api/v1/files/{file['id']}")
+    peaks["download_peak"] = sampler.peak if sampler else 0
     return {
+        **peaks,
         "upload_s": uploaded - started,
         "complete_s": completed - uploaded,
         "download_s": downloaded - completed,
@@ -165,15 +177,21 @@ def main():
         time.sleep(0.5)
         baseline = rss_kib(server.pid)
         sampler.reset()
-        times = transfer(client, total, chunk)
+        times = transfer(client, total, chunk, sampler)
         sampler.running = False
-        peak = sampler.peak
         mib = total / MIB
-        print(f"size                 {mib:.0f} MiB in {-(-total // chunk)} chunks of {args.chunk_mib} MiB (local backend)")
+        print(
+            f"size                 {mib:.0f} MiB in {-(-total // chunk)} chunks of {args.chunk_mib} MiB (local backend)"
+        )
         print(f"upload (chunk PUTs)  {times['upload_s']:.1f} s  {mib / times['upload_s']:.0f} MiB/s")
         print(f"complete (sha256)    {times['complete_s']:.1f} s  {mib / times['complete_s']:.0f} MiB/s")
         print(f"download (streamed)  {times['download_s']:.1f} s  {mib / times['download_s']:.0f} MiB/s")
-        print(f"server RSS           baseline {baseline / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, growth {(peak - baseline) / 1024:.1f} MiB")
+        for phase in ("upload", "download"):
+            peak = times[f"{phase}_peak"]
+            print(
+                f"server RSS {phase:<9} baseline {baseline / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
+                f"growth {(peak - baseline) / 1024:.1f} MiB"
+            )
     finally:
         server.send_signal(signal.SIGTERM)
         try:
