@@ -71,7 +71,12 @@ class LocalBackend:
         """Stores one chunk from ``reader``; returns (storage_name, etag). A unique name per
         write: a failed or losing write never touches the stored chunk."""
         name = f"{file.tenant_id}/{file.pk}/{index:06d}-{uuid.uuid4().hex[:12]}"
-        return self.storage.save(name, DjangoFile(reader, name=name)), ""
+        try:
+            return self.storage.save(name, DjangoFile(reader, name=name)), ""
+        except BaseException:
+            # The body broke off mid-write (client gone, disk error): no partial chunk stays.
+            self.storage.delete(name)
+            raise
 
     def discard_chunk(self, file, chunk) -> None:
         if chunk.storage_name:

@@ -102,3 +102,31 @@ def test_filenames_are_cleaned():
     assert services.clean_filename("a\x00b\u202e.txt") == "ab.txt"
     assert len(services.clean_filename("x" * 300 + ".pdf")) == 255
     assert services.clean_filename("x" * 300 + ".pdf").endswith(".pdf")
+
+
+class _BrokenBody:
+    """A request body whose client goes away after ``after`` bytes."""
+
+    def __init__(self, data: bytes, after: int):
+        self.data, self.after, self.pos = data, after, 0
+
+    def read(self, size: int) -> bytes:
+        if self.pos >= self.after:
+            raise OSError("client disconnected")
+        piece = self.data[self.pos : min(self.pos + size, self.after)]
+        self.pos += len(piece)
+        return piece
+
+
+def test_a_body_that_breaks_off_leaves_no_partial_chunk(user, local_files, settings):
+    settings.FILES_CHUNK_BYTES = 1024 * 1024
+    data = payload(1024 * 1024)
+    file = services.file_create(
+        user=user, filename="a.bin", size=len(data), content_type="application/pdf", sha256="a" * 64
+    )
+
+    with pytest.raises(OSError):
+        services.file_chunk_put(file=file, user=user, index=0, stream=_BrokenBody(data, 600 * 1024), length=len(data))
+
+    assert not FileChunk.objects.exists()
+    assert [p for p in local_files.rglob("*") if p.is_file()] == []
