@@ -15,6 +15,7 @@ django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 
+from config.api.backpressure import BackpressureMiddleware  # noqa: E402
 from config.routing import websocket_application  # noqa: E402  (needs the app registry)
 from config.shutdown import install_shutdown_watchdog  # noqa: E402
 
@@ -23,7 +24,8 @@ install_shutdown_watchdog(settings.SHUTDOWN_GRACE_SECONDS)
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Streamed responses wait for the socket to drain (daphne has no flow control).
+        "http": BackpressureMiddleware(django_asgi_app),
         "websocket": websocket_application,
     }
 )

@@ -38,6 +38,12 @@ def conversation_markdown(*, conversation: Conversation, messages) -> str:
         lines.append(f"### {message['seq']}. {message['role'].capitalize()} · {message['created_at']}")
         lines.append("")
         lines.append(message["content"])
+        for attachment in message["attachments"]:
+            lines.append("")
+            lines.append(
+                f"> attachment [{attachment.get('name')}]({attachment.get('download_path')}) "
+                f"({attachment.get('content_type')}, {attachment.get('size')} bytes)"
+            )
         for call in message["tool_calls"]:
             lines.append("")
             lines.append(f"> tool `{call.get('name')}` {json.dumps(call.get('arguments'), ensure_ascii=False)}")

@@ -87,9 +87,17 @@ def message_data(message: Message) -> dict:
     return dict(MessageSerializer(message).data)
 
 
+# How many files one message may name (its attachments).
+MAX_ATTACHMENTS = 10
+
+
 class MessageCreateSerializer(serializers.Serializer):
     content = StrictCharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
-    attachments = serializers.ListField(child=serializers.JSONField(), required=False, default=list)
+    # Ids of ready files of the caller's tenant (POST /files/ ... /complete); stored as
+    # their descriptors (conversations/attachments.py).
+    attachments = serializers.ListField(
+        child=serializers.UUIDField(), required=False, default=list, max_length=MAX_ATTACHMENTS
+    )
     client_message_id = StrictCharField(max_length=100, required=False, allow_null=True, default=None)
 
     def validate_content(self, value):

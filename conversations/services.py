@@ -12,6 +12,7 @@ from audits.services import audit_record
 from config.core.errors import ApplicationError, Forbidden
 
 from . import selectors
+from .attachments import attachments_resolve
 from .events import Publisher, publish
 from .models import MAX_MESSAGE_CHARS, Conversation, Message
 from .serializers import message_data
@@ -278,6 +279,8 @@ def message_send(
         existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
         if existing:
             return existing, False
+    # File ids in, their descriptors stored: a foreign, unknown or unfinished file is 400.
+    attachments = attachments_resolve(tenant_id=conversation.tenant_id, file_ids=attachments or [])
     try:
         with transaction.atomic():
             message = message_create(

@@ -40,9 +40,14 @@ DESCRIPTIONS = {
     "401": "Unauthenticated",
     "403": "Forbidden",
     "404": "Not found",
-    "409": "Conflict (the same Idempotency-Key is still being processed, or the resource exists: email_taken)",
-    "413": "Request body too large",
-    "422": "Idempotency-Key reused with a different body",
+    "409": (
+        "Conflict (the same Idempotency-Key is still being processed, the resource exists: email_taken, "
+        "or a file's state: chunk_conflict, chunk_in_progress, upload_incomplete, file_not_uploading, file_not_ready)"
+    ),
+    "413": "Request body too large (also a file or chunk over its limit, or the tenant's quota)",
+    "415": "Content type not accepted",
+    "416": "Range not satisfiable",
+    "422": "Idempotency-Key reused with a different body, or a file's checksum or size mismatch",
     "429": "Rate limited (see Retry-After)",
 }
 
@@ -55,6 +60,11 @@ EXTRA_STATUSES = {
     # An account with this email exists (email_taken), or the tenant name is contended.
     "auth_register": ["409"],
     "users_create": ["409"],
+    # Files (files/views.py): declared type refused; chunk and file states; checksum; Range.
+    "files_create": ["415"],
+    "files_chunks_update": ["409"],
+    "files_complete_create": ["409", "422"],
+    "files_content_retrieve": ["409", "416"],
 }
 
 

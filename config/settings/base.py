@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "conversations",
     "chat",
     "audits",
+    "files",
 ]
 
 MIDDLEWARE = [

@@ -29,6 +29,8 @@ CELERY_METRICS_ADDR = env.str("CELERY_METRICS_ADDR", default="127.0.0.1")
 
 # Periodic work, run by `celery worker --beat` (make run / make worker).
 CELERY_BEAT_SCHEDULE = {
+    # Abandoned uploads expire and their chunks go (files app).
+    "purge-stale-uploads": {"task": "files.tasks.purge_stale_uploads", "schedule": 3600.0},
     "sweep-stuck-runs": {"task": "chat.tasks.sweep_stuck_runs", "schedule": 60.0},
     # Expires after one period: relays that waited out a busy or absent worker do not pile
     # up (the next one does their work).
