@@ -10,6 +10,7 @@ The master never imports the app (no preload): each worker opens its own databas
 Redis connections and event loop after the fork.
 """
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -74,6 +75,17 @@ def on_starting(server) -> None:
     startup.check_database(unreachable_is_fatal=False)
 
 
+class _NoWebSocketAccessLines(logging.Filter):
+    """uvicorn logs each WebSocket handshake on its error logger, even with the access log
+    off: ``'<addr> - "WebSocket <path?query>" [accepted]'`` (or the status). That is an
+    access line beside our own JSON line, and it carries the query string, where a client
+    may send its token (``?token=``): dropped, as every "connection open/closed" line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (message.startswith('%s - "WebSocket ') or message in ("connection open", "connection closed"))
+
+
 class AppWorker(UvicornWorker):
     """uvicorn with uvloop and httptools where installed, WebSocket through `websockets`.
 
@@ -95,3 +107,7 @@ class AppWorker(UvicornWorker):
         "server_header": False,
         "timeout_graceful_shutdown": max(int(SHUTDOWN_GRACE_SECONDS), 1),
     }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        logging.getLogger("uvicorn.error").addFilter(_NoWebSocketAccessLines())
