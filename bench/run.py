@@ -114,6 +114,7 @@ class Stack:
     env: dict
     tmp: Path
     port: int
+    server_kind: str = "gunicorn"
     procs: list[Proc] = field(default_factory=list)
 
     def spawn(self, name: str, argv: list[str], **env) -> Proc:
@@ -136,19 +137,20 @@ class Stack:
         port = self.port + 1 if bare else self.port
         app = "bench.bare_asgi:application" if bare else "config.asgi:application"
         extra = {"DJANGO_SETTINGS_MODULE": "bench.bare_settings"} if bare else {}
-        proc = self.spawn(
-            "bare" if bare else f"web{workers}",
-            [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", "-b", f"127.0.0.1:{port}", app],
-            WEB_CONCURRENCY=str(workers),
-            **extra,
-        )
+        if self.server_kind == "daphne":  # for the comparison in docs/serving.md
+            if workers != 1:
+                raise BenchError("--server daphne runs one process; leave out procs2")
+            argv = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), app]
+        else:
+            argv = [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", "-b", f"127.0.0.1:{port}", app]
+        proc = self.spawn("bare" if bare else f"web{workers}", argv, WEB_CONCURRENCY=str(workers), **extra)
         url = f"http://127.0.0.1:{port}" + ("/bare" if bare else "/health")
         deadline = time.monotonic() + 90
         while True:
             if not proc.alive():
                 raise BenchError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
             try:
-                if http_get(url) == 200 and len(proc.children()) >= workers:
+                if http_get(url) == 200 and (self.server_kind == "daphne" or len(proc.children()) >= workers):
                     return proc
             except OSError:
                 pass
@@ -623,7 +625,7 @@ def report(results: dict, args, started: float) -> str:
     table = results["table"]
     bare = table.get("bare", {}).get("rps")
     out.append(f"\n## Results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-               f"{args.duration:.0f} s per row, one web process, wrk -t1 --timeout 10s)\n")  # fmt: skip
+               f"{args.duration:.0f} s per row, one web process ({args.server}), wrk -t1 --timeout 10s)\n")  # fmt: skip
     out.append("| scenario | conns | requests/s | p50 ms | p95 ms | p99 ms | errors | ratio to bare | target | met |")
     out.append("|---|---|---|---|---|---|---|---|---|---|")
     for name, (label, conns, target) in TABLE.items():
@@ -701,6 +703,12 @@ def main() -> int:
     parser.add_argument(
         "--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra setting for the servers"
     )
+    parser.add_argument(
+        "--server",
+        choices=["gunicorn", "daphne"],
+        default="gunicorn",
+        help="daphne: one daphne process instead (comparison)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     selected = [name.strip() for name in args.only.split(",") if name.strip()] or ALL
@@ -717,7 +725,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    stack = Stack(env=bench_env(args), tmp=tmp, port=args.port)
+    stack = Stack(env=bench_env(args), tmp=tmp, port=args.port, server_kind=args.server)
     try:
         ensure_wrk()
         log(
