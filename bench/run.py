@@ -538,12 +538,14 @@ class Bench:
         uri = f"ws://127.0.0.1:{self.args.port}/ws/v1/conversations/{conversation}/"
         gate = asyncio.Semaphore(50)
         sockets, refused = [], []
+        tokens = [self.owner] + [user["token"] for user in self.seed["users"]]
 
         async def open_one(n):
             async with gate:
                 try:
+                    token = tokens[n % len(tokens)]
                     ws = await connect(
-                        uri, subprotocols=["bearer", self.owner], open_timeout=60, ping_interval=None, max_queue=None
+                        uri, subprotocols=["bearer", token], open_timeout=60, ping_interval=None, max_queue=None
                     )
                     await ws.send(json.dumps({"type": "ping", "ref": str(n)}))
                     while json.loads(await asyncio.wait_for(ws.recv(), 60)).get("type") != "pong":

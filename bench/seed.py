@@ -143,7 +143,11 @@ def main() -> None:
             for n, user in enumerate(users)
         ],
         "conversations": [conversation_create(user=owner, title=f"c{n}").id for n in range(args.conversations)],
-        "ws_conversation": conversation_create(user=owner, title="listeners").id,
+        # Every user takes part, so the 500 listeners spread over 51 users (10 sockets each):
+        # a per-user cap on open sockets of 10 or more does not refuse them.
+        "ws_conversation": conversation_create(
+            user=owner, title="listeners", participant_ids=[user.id for user in users]
+        ).id,
     }
     if args.audit_rows:
         out.update(seed_audits(tenant=tenant, owner=owner, rows=args.audit_rows))
