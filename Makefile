@@ -5,10 +5,8 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-# Web processes (`WEB_CONCURRENCY=2 make run`); more than 1 needs REDIS_URL.
-WEB_CONCURRENCY ?= 1
-export WEB_CONCURRENCY
-
+# Web processes: `WEB_CONCURRENCY=2 make run` (or in .env; default 1, read by
+# config/gunicorn.py); more than 1 needs REDIS_URL.
 .PHONY: run serve test lint worker bench
 
 # `run` and `worker` install the runtime set only; `test` and `lint` add the test tools.

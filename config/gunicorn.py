@@ -35,12 +35,14 @@ SHUTDOWN_GRACE_SECONDS = _env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 
 workers = WEB_CONCURRENCY
 worker_class = "config.gunicorn.AppWorker"
-bind = [_env.str("BIND", default="127.0.0.1:8000")]  # `-b HOST:PORT` on the command line wins
+bind = ["127.0.0.1:8000"]  # `-b HOST:PORT` on the command line wins
 preload_app = False
 # Graceful stop: uvicorn stops accepting, closes WebSockets (1012) and waits for requests;
 # what is still running after the grace is cancelled, and gunicorn SIGKILLs a worker that
 # is still there one second later (a sync thread that cancellation cannot reach).
-graceful_timeout = int(SHUTDOWN_GRACE_SECONDS) + 1
+# SHUTDOWN_GRACE_SECONDS=0 means no bound, as for daphne: wait for every request.
+_BOUNDED = SHUTDOWN_GRACE_SECONDS > 0
+graceful_timeout = int(SHUTDOWN_GRACE_SECONDS) + 1 if _BOUNDED else 365 * 24 * 3600
 # A worker whose event loop stops answering gunicorn's heartbeat for this long is replaced.
 timeout = 30
 keepalive = 5
@@ -105,7 +107,7 @@ class AppWorker(UvicornWorker):
         "access_log": False,
         "proxy_headers": False,
         "server_header": False,
-        "timeout_graceful_shutdown": max(int(SHUTDOWN_GRACE_SECONDS), 1),
+        "timeout_graceful_shutdown": max(int(SHUTDOWN_GRACE_SECONDS), 1) if _BOUNDED else None,
     }
 
     def __init__(self, *args, **kwargs) -> None:
