@@ -95,8 +95,8 @@ def _burst(base_url: str, headers: dict, conversation_id: int) -> tuple[list[thr
 @pytest.mark.parametrize("server", SERVERS)
 def test_sigterm_mid_burst_exits_within_the_bound(stack, server):
     # Arrange: the server alone (nothing here needs the worker), the model hangs on every turn.
-    daphne = start_server(stack, server)
-    workers = daphne.children() if server == "gunicorn" else []
+    proc = start_server(stack, server)
+    workers = proc.children() if server == "gunicorn" else []
     account = register(stack)
     conversation = httpx.post(
         f"{stack.base_url}/api/v1/conversations/",
@@ -118,14 +118,14 @@ def test_sigterm_mid_burst_exits_within_the_bound(stack, server):
 
     # Act
     signalled = time.monotonic()
-    daphne.popen.send_signal(signal.SIGTERM)
-    daphne.wait(SHUTDOWN_BOUND + 5)
+    proc.popen.send_signal(signal.SIGTERM)
+    proc.wait(SHUTDOWN_BOUND + 5)
     took = time.monotonic() - signalled
-    print(f"daphne exited {took:.1f}s after SIGTERM with status {daphne.popen.returncode}")
+    print(f"{server} exited {took:.1f}s after SIGTERM with status {proc.popen.returncode}")
 
     # Assert
-    if daphne.alive():
-        daphne.fail_with_log(f"still running {took:.1f}s after SIGTERM (in flight: {len(threads)} requests)")
+    if proc.alive():
+        proc.fail_with_log(f"still running {took:.1f}s after SIGTERM (in flight: {len(threads)} requests)")
     assert took <= SHUTDOWN_BOUND, f"exited only after {took:.1f}s"
     assert not [pid for pid in workers if _alive(pid)], "a gunicorn worker outlived its master"
     for thread in threads:
@@ -153,7 +153,7 @@ def _log_lines(proc) -> list[str]:
 @pytest.mark.parametrize("server", SERVERS)
 def test_each_request_is_logged_once_as_json_and_query_tokens_never_reach_a_log_line(stack, server):
     # Arrange
-    daphne = start_server(stack, server)
+    proc = start_server(stack, server)
     account = register(stack)
     secret = account["access"]
     forged = "forged-token-" + "x" * 40
@@ -177,12 +177,12 @@ def test_each_request_is_logged_once_as_json_and_query_tokens_never_reach_a_log_
     health = http.get("/health?token=" + forged, headers={"X-Request-ID": "health-once"})
     assert health.status_code == 200
     http.close()
-    # The SSE request's log line is written when daphne notices the client left.
+    # The SSE request's log line is written when the server notices the client left.
     time.sleep(0.1)
     lines = []
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        lines = _log_lines(daphne)
+        lines = _log_lines(proc)
         if any('"sse-with-token"' in line and '"request"' in line for line in lines):
             break
         time.sleep(0.2)
