@@ -33,7 +33,13 @@ WEB_CONCURRENCY = _env.int("WEB_CONCURRENCY", default=1)
 # master kills it (the same setting bounds daphne's stop: config/shutdown.py).
 SHUTDOWN_GRACE_SECONDS = _env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 
+# Behind a reverse proxy: the proxies' addresses (comma-separated, or "*"), whose
+# X-Forwarded-For / X-Forwarded-Proto the server then trusts for the client address
+# (REMOTE_ADDR, which audits and rate limits read). Empty: trust no header (the default).
+FORWARDED_ALLOW_IPS = _env.str("FORWARDED_ALLOW_IPS", default="")
+
 workers = WEB_CONCURRENCY
+forwarded_allow_ips = FORWARDED_ALLOW_IPS or "127.0.0.1"
 worker_class = "config.gunicorn.AppWorker"
 bind = ["127.0.0.1:8000"]  # `-b HOST:PORT` on the command line wins
 preload_app = False
@@ -92,9 +98,10 @@ class AppWorker(UvicornWorker):
     """uvicorn with uvloop and httptools where installed, WebSocket through `websockets`.
 
     - ``lifespan`` off: Django's ASGI handler has no lifespan protocol.
-    - no access log and no ``server`` header; ``proxy_headers`` off, as daphne: the client
-      address is the socket's, and trusting ``X-Forwarded-*`` is the app's setting
-      (``DJANGO_SECURE_PROXY_SSL_HEADER``, ``RATE_LIMIT_IP_META_KEY``), not the server's.
+    - no access log and no ``server`` header; ``proxy_headers`` off unless
+      ``FORWARDED_ALLOW_IPS`` names the proxies (uvicorn's default trusts 127.0.0.1, daphne's
+      trusts nobody): the client address is the socket's, as under daphne without
+      ``--proxy-headers``.
     - SIGTERM: in-flight requests get the grace, then are cancelled; open SSE streams see
       the cancellation like a client that left.
     """
@@ -105,7 +112,7 @@ class AppWorker(UvicornWorker):
         "ws": "auto",
         "lifespan": "off",
         "access_log": False,
-        "proxy_headers": False,
+        "proxy_headers": bool(FORWARDED_ALLOW_IPS),
         "server_header": False,
         "timeout_graceful_shutdown": max(int(SHUTDOWN_GRACE_SECONDS), 1) if _BOUNDED else None,
     }

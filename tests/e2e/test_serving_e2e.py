@@ -351,3 +351,32 @@ def test_two_web_processes_serve_http_sse_and_websocket_and_sigterm_stops_them_a
     assert took <= SHUTDOWN_BOUND, f"stopped only after {took:.1f}s"
     assert not [pid for pid in workers if _alive(pid)], "a worker outlived its master"
     assert closed == len(listeners), f"{len(listeners) - closed} WebSockets still open after the stop"
+
+
+@pytest.mark.parametrize(("trusted", "expected_ip"), [("", "127.0.0.1"), ("127.0.0.1", "203.0.113.7")])
+def test_forwarded_for_is_trusted_only_from_the_proxies_named_in_forwarded_allow_ips(stack, trusted, expected_ip):
+    # Arrange: the production server, with or without a proxy named.
+    stack.env["FORWARDED_ALLOW_IPS"] = trusted
+    start_server(stack, "gunicorn")
+    account = register(stack)
+
+    # Act: an audited action whose request claims another client address.
+    created = httpx.post(
+        f"{stack.base_url}/api/v1/conversations/",
+        json={"title": "from afar"},
+        headers={**account["headers"], "X-Forwarded-For": "203.0.113.7"},
+        timeout=10,
+        trust_env=False,
+    )
+    trail = httpx.get(
+        f"{stack.base_url}/api/v1/audits/?action=conversation.created",
+        headers=account["headers"],
+        timeout=10,
+        trust_env=False,
+    )
+
+    # Assert: the audit record's ip is the socket's unless the proxy is trusted.
+    assert created.status_code == 201, created.text
+    assert trail.status_code == 200, trail.text
+    (record,) = [r for r in trail.json()["results"] if r["resource_id"] == str(created.json()["id"])]
+    assert record["ip"] == expected_ip
