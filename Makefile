@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint worker
+# Web processes: `WEB_CONCURRENCY=2 make run` (or in .env; default 1, read by
+# config/gunicorn.py); more than 1 needs REDIS_URL.
+.PHONY: run serve test lint worker bench
 
 # `run` and `worker` install the runtime set only; `test` and `lint` add the test tools.
 $(BIN)/python:
@@ -20,10 +22,11 @@ $(BIN)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $(BIN)/.installed-runtime $@
 
-# Migrate and serve HTTP + WebSocket with daphne. With REDIS_URL set (in the environment
+# Migrate and serve HTTP, SSE and WebSocket: gunicorn with WEB_CONCURRENCY uvicorn worker
+# processes (config/gunicorn.py; docs/serving.md). With REDIS_URL set (in the environment
 # or in .env, as the settings read it), a Celery worker (with the periodic sweeps) runs
-# beside it and stops with it. `-v 0` turns daphne's own access log off: each request is
-# logged once, as our JSON line (with its request id).
+# beside it and stops with it. No access log of the server's own: each request is logged
+# once, as our JSON line (with its request id).
 run: $(BIN)/.installed-runtime
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
@@ -32,7 +35,12 @@ run: $(BIN)/.installed-runtime
 	  $(BIN)/celery -A config worker --beat --loglevel=INFO --concurrency=2 & \
 	  trap "kill $$! 2>/dev/null" EXIT INT TERM; \
 	fi; \
-	$(BIN)/daphne -v 0 -b $(HOST) -p $(PORT) config.asgi:application
+	$(BIN)/gunicorn -c config/gunicorn.py -b $(HOST):$(PORT) config.asgi:application
+
+# The web processes alone, as production runs them (migrations, collectstatic and the
+# Celery workers are the deploy's and `make worker`'s business).
+serve: $(BIN)/.installed-runtime
+	exec $(BIN)/gunicorn -c config/gunicorn.py -b $(HOST):$(PORT) config.asgi:application
 
 worker: $(BIN)/.installed-runtime
 	$(BIN)/celery -A config worker --beat --loglevel=INFO
@@ -43,3 +51,9 @@ test: $(BIN)/.installed-dev
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The load benchmark on the real stack (PostgreSQL, Redis, a Celery worker, the server of
+# `make serve`), on a database and Redis db of its own; prints the table of
+# docs/benchmarks.md. `make bench ONLY=health,me` runs a subset; see bench/run.py --help.
+bench: $(BIN)/.installed-dev
+	$(BIN)/python bench/run.py $(if $(ONLY),--only $(ONLY)) $(BENCH_ARGS)
