@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("audits.urls")),
     path("", include("conversations.urls")),
     path("", include("chat.urls")),
+    path("", include("hub.urls")),
 ]
 
 # The schema and its docs page are public reading, not part of the per-IP auth budget.

@@ -12,4 +12,5 @@ from .channels import *  # noqa: F401,F403
 from .agent import *  # noqa: F401,F403
 from .celery import *  # noqa: F401,F403
 from .audits import *  # noqa: F401,F403
+from .hub import *  # noqa: F401,F403
 from .observability import *  # noqa: F401,F403
