@@ -160,9 +160,10 @@ def message_create(
             client_message_id=client_message_id,
             created_at=now,
         )
-        if plan:
-            plan(message)
         (publisher or Publisher(conversation.pk)).emit(event, message_data(message), seq=message.seq)
+        if plan:
+            # After the emit: on commit, listeners hear of the message before its statuses.
+            plan(message)
     return message
 
 
