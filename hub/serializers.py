@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from config.api.fields import ObjectIdField, StrictCharField
 from conversations.models import MAX_MESSAGE_CHARS
+from conversations.serializers import MessageSerializer
 
 from .models import ChannelAccount, DeliveryAttempt, MessageStatusChange
 from .services.broadcast import MAX_TARGETS
@@ -92,4 +93,16 @@ class StatusChangeSerializer(serializers.ModelSerializer):
     class Meta:
         model = MessageStatusChange
         fields = ["status", "at"]
+        read_only_fields = fields
+
+
+class MessageDeliveryDetailSerializer(MessageSerializer):
+    """A message with its status history and every delivery attempt (``deliveries``);
+    the view sets both lists on the message from one selector."""
+
+    status_history = StatusChangeSerializer(many=True, read_only=True)
+    deliveries = DeliveryAttemptSerializer(many=True, read_only=True)
+
+    class Meta(MessageSerializer.Meta):
+        fields = [*MessageSerializer.Meta.fields, "status_history", "deliveries"]
         read_only_fields = fields

@@ -2,7 +2,7 @@
 detail, and broadcast. Each action validates, calls one service or selector, shapes."""
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +12,6 @@ from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import HasTenant, TenantScopedViewSet
 from config.core.errors import ApplicationError
 from conversations import selectors as conversation_selectors
-from conversations.serializers import MessageSerializer, message_data
 
 from . import selectors
 from .secrets import SIGNATURE_HEADER
@@ -24,8 +23,7 @@ from .serializers import (
     ChannelAccountCreateSerializer,
     ChannelAccountSerializer,
     ChannelAccountUpdateSerializer,
-    DeliveryAttemptSerializer,
-    StatusChangeSerializer,
+    MessageDeliveryDetailSerializer,
 )
 from .services import accounts, bindings, broadcast, inbound
 
@@ -119,7 +117,7 @@ class ChannelWebhookView(APIView):
 
     @extend_schema(
         request=OpenApiTypes.OBJECT,
-        responses={200: WEBHOOK_RESULT, 400: OpenApiResponse(description="bad payload or stale timestamp")},
+        responses={200: WEBHOOK_RESULT},
         tags=["channels"],
     )
     def post(self, request, channel: str):
@@ -135,30 +133,15 @@ class MessageDetailView(APIView):
 
     permission_classes = [permissions.IsAuthenticated, HasTenant]
 
-    @extend_schema(
-        responses=inline_serializer(
-            "MessageDetail",
-            {
-                "message": MessageSerializer(),
-                "status_history": StatusChangeSerializer(many=True),
-                "deliveries": DeliveryAttemptSerializer(many=True),
-            },
-        ),
-        tags=["conversations"],
-    )
+    @extend_schema(responses=MessageDeliveryDetailSerializer, tags=["conversations"])
     def get(self, request, pk, message_id):
         conversation = conversation_selectors.conversation_get(
             tenant=request.user.tenant_id, user=request.user, conversation_id=pk
         )
         message = conversation_selectors.message_get(conversation=conversation, message_id=message_id)
         history = selectors.message_delivery_history(message=message)
-        return Response(
-            {
-                **message_data(message),
-                "status_history": StatusChangeSerializer(history["changes"], many=True).data,
-                "deliveries": DeliveryAttemptSerializer(history["attempts"], many=True).data,
-            }
-        )
+        message.status_history, message.deliveries = history["changes"], history["attempts"]
+        return Response(MessageDeliveryDetailSerializer(message).data)
 
 
 class BroadcastView(APIView):

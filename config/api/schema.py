@@ -55,6 +55,9 @@ EXTRA_STATUSES = {
     # An account with this email exists (email_taken), or the tenant name is contended.
     "auth_register": ["409"],
     "users_create": ["409"],
+    # The body names channel accounts (hub): one not of the caller's tenant is 404.
+    "conversations_create": ["404"],
+    "messages_broadcast_create": ["404"],
 }
 
 
