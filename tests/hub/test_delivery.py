@@ -101,9 +101,13 @@ def test_binding_input_errors(auth_api, whatsapp):
     missing = auth_api.post(
         "/api/v1/conversations/", {"channel_account_id": 99999, "contact": {"address": "1"}}, format="json"
     )
+    # An external channel without a contact would be a label that routes nowhere.
+    unbound = auth_api.post("/api/v1/conversations/", {"channel": "whatsapp"}, format="json")
 
     assert_error(bad, 400, "validation_error")
     assert_error(missing, 404, "not_found")
+    assert "channel" in assert_error(unbound, 400, "validation_error")["details"]
+    assert not Message.objects.exists()
 
 
 def test_the_sync_chat_refuses_a_bound_conversation_and_stores_nothing(auth_api, whatsapp):
