@@ -221,6 +221,19 @@ def main():
         if delivery:
             print("  " + figures("delivery (POST -> delivered)", delivery))
         print(f"  delivered {len(delivered)}/{total} within {all_done:.1f} s of the first post")
+        stages: dict[int, dict] = {}
+        for mid, status, at in MessageStatusChange.objects.filter(message_id__in=list(delivered)).values_list(
+            "message_id", "status", "at"
+        ):
+            stages.setdefault(mid, {})[status] = at
+        for name, first, last in (
+            ("accepted -> queued", "accepted", "queued"),
+            ("queued -> sent", "queued", "sent"),
+            ("sent -> delivered", "sent", "delivered"),
+        ):
+            spans = [(s[last] - s[first]).total_seconds() * 1000 for s in stages.values() if first in s and last in s]
+            if spans:
+                print("    " + figures(name, spans))
         for error in errors[:5]:
             print(f"  error: {error}")
     finally:
