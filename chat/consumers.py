@@ -464,7 +464,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                     "ref": ref,
                     "message_id": turn.message.pk,
                     "seq": turn.message.seq,
-                    "run_id": turn.run.pk,
+                    "run_id": turn.run.pk if turn.run is not None else None,
                     "client_message_id": turn.message.client_message_id,
                     "duplicate": not turn.created,
                 },

@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("conversations.urls")),
     path("", include("chat.urls")),
     path("", include("files.urls")),
+    path("", include("hub.urls")),
 ]
 
 # The schema and its docs page are public reading, not part of the per-IP auth budget.

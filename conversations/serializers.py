@@ -37,6 +37,16 @@ class ConversationCreateSerializer(serializers.Serializer):
         child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False, default=list
     )
 
+    def validate_channel(self, value):
+        # A conversation's channel says where its messages go: an external one is always
+        # bound to a contact (the hub's create body), never a label alone.
+        if value != Conversation.Channel.API:
+            raise serializers.ValidationError(
+                "A conversation on an external channel is created bound to a contact: "
+                "send channel_account_id and contact."
+            )
+        return value
+
     def validate_metadata(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("metadata must be an object.")

@@ -11,7 +11,7 @@ from accounts.models import User
 from audits.services import audit_record
 from config.core.errors import ApplicationError, Forbidden
 
-from . import selectors
+from . import routing, selectors
 from .attachments import attachments_resolve
 from .events import Publisher, publish
 from .models import MAX_MESSAGE_CHARS, Conversation, Message
@@ -233,10 +233,11 @@ def message_create(
     sender=None,
     tool_calls: list | None = None,
     attachments: list | None = None,
-    status: str = Message.Status.DELIVERED,
+    status: str | None = None,
     client_message_id: str | None = None,
     event: str = "message.created",
     publisher: Publisher | None = None,
+    route: bool = True,
 ) -> Message:
     """Stores a message with the next ``seq`` of its conversation.
 
@@ -245,7 +246,15 @@ def message_create(
     rolls its number back. ``event`` (``message.created``; ``message.completed`` for a
     finished assistant reply) is published after commit, carrying the seq, through
     ``publisher`` when the caller streams the turn itself.
+
+    In a conversation bound to an external channel (``conversations.routing``), a message
+    the router takes starts ``accepted`` and is routed in this transaction (its delivery is
+    handed to a worker after commit); ``route=False`` (an inbound message) or an explicit
+    ``status`` skips routing. Otherwise the status is ``delivered``.
     """
+    plan = routing.route_plan(conversation=conversation, role=role) if route and status is None else None
+    if status is None:
+        status = Message.Status.ACCEPTED if plan else Message.Status.DELIVERED
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().only("id", "last_seq").get(pk=conversation.pk)
         locked.last_seq += 1
@@ -266,6 +275,9 @@ def message_create(
             created_at=now,
         )
         (publisher or Publisher(conversation.pk)).emit(event, message_data(message), seq=message.seq)
+        if plan:
+            # After the emit: on commit, listeners hear of the message before its statuses.
+            plan(message)
     return message
 
 

@@ -11,7 +11,7 @@ from chat.services import turns
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import TenantScopedViewSet
 
-from . import exports, selectors, services
+from . import exports, routing, selectors, services
 from .serializers import (
     ConversationCreateSerializer,
     ConversationListQuerySerializer,
@@ -56,6 +56,10 @@ class ConversationViewSet(
     @extend_schema(request=ConversationCreateSerializer, responses={201: ConversationSerializer})
     @idempotent
     def create(self, request):
+        if isinstance(request.data, dict) and "channel_account_id" in request.data:
+            # Bound to a contact on a channel account: the hub validates and creates it.
+            conversation = routing.conversation_bind(user=request.user, data=request.data)
+            return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
         data = ConversationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         conversation = services.conversation_create(user=request.user, **data.validated_data)
@@ -102,7 +106,9 @@ class ConversationViewSet(
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         turn = turns.turn_enqueue(user=request.user, conversation_id=pk, **data.validated_data)
-        body = {"message": MessageSerializer(turn.message).data, "run": AgentRunSerializer(turn.run).data}
+        # No run in a conversation bound to a channel: the message goes to the contact.
+        run = AgentRunSerializer(turn.run).data if turn.run is not None else None
+        body = {"message": MessageSerializer(turn.message).data, "run": run}
         return Response(body, status=status.HTTP_202_ACCEPTED if turn.created else status.HTTP_200_OK)
 
     @extend_schema(request=None, responses=MessageSerializer)

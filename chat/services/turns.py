@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from config.core.errors import Conflict
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.models import Conversation, Message
@@ -29,12 +30,23 @@ class Turn:
 
 
 def turn_begin(
-    *, user, content: str, conversation_id=None, attachments: list | None = None, client_message_id: str | None = None
+    *,
+    user,
+    content: str,
+    conversation_id=None,
+    attachments: list | None = None,
+    client_message_id: str | None = None,
+    unanswered_ok: bool = False,
 ) -> Turn:
     """Stores the user's message and a queued run for it, and commits, before any agent
     work: whatever happens to the agent, the message is kept. No ``conversation_id``
     starts a new conversation; an unknown or foreign one is 404. Resending a
-    ``client_message_id`` returns the stored turn instead of a second one."""
+    ``client_message_id`` returns the stored turn instead of a second one.
+
+    In a conversation bound to an external channel the agent answers the contact, not the
+    tenant's own people: their message goes to the contact (routed by the hub) and gets no
+    run (``Turn.run`` None). Only ``turn_enqueue`` accepts that (``unanswered_ok``); the
+    answering paths refuse such a conversation with 409 before storing anything."""
     conversation_services.check_content(content)
     provider = get_provider()
     with transaction.atomic():
@@ -51,8 +63,14 @@ def turn_begin(
             attachments=attachments,
             client_message_id=client_message_id,
         )
+        bound = conversation.channel != Conversation.Channel.API
+        if bound and not unanswered_ok:
+            raise Conflict(
+                "This conversation is bound to an external channel: post to its messages instead.",
+                code="conversation_bound",
+            )
         run = None if created else message.triggered_runs.order_by("-id").first()
-        if run is None:
+        if run is None and not bound:
             run = AgentRun.objects.create(
                 tenant_id=user.tenant_id,
                 conversation=conversation,
@@ -91,8 +109,26 @@ def turn_enqueue(
             conversation_id=conversation_id,
             attachments=attachments,
             client_message_id=client_message_id,
+            unanswered_ok=True,
         )
-        if turn.created:
+        if turn.created and turn.run is not None:
             run_id = turn.run.pk
             transaction.on_commit(lambda: runs.run_enqueue(run_id=run_id))
     return turn
+
+
+def turn_reply_to(*, message: Message, user) -> AgentRun:
+    """A queued run answering ``message`` (stored by someone else: an inbound channel
+    message), handed to a worker after commit; the agent acts as ``user``."""
+    provider = get_provider()
+    run = AgentRun.objects.create(
+        tenant_id=message.tenant_id,
+        conversation_id=message.conversation_id,
+        user=user,
+        trigger_message=message,
+        provider=provider.name,
+        model=provider.model,
+    )
+    run_id = run.pk
+    transaction.on_commit(lambda: runs.run_enqueue(run_id=run_id))
+    return run

@@ -65,6 +65,9 @@ EXTRA_STATUSES = {
     "files_chunks_update": ["409"],
     "files_complete_create": ["409", "422"],
     "files_content_retrieve": ["409", "416"],
+    # The body names channel accounts (hub): one not of the caller's tenant is 404.
+    "conversations_create": ["404"],
+    "messages_broadcast_create": ["404"],
 }
 
 

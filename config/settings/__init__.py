@@ -13,4 +13,5 @@ from .agent import *  # noqa: F401,F403
 from .celery import *  # noqa: F401,F403
 from .audits import *  # noqa: F401,F403
 from .files import *  # noqa: F401,F403
+from .hub import *  # noqa: F401,F403
 from .observability import *  # noqa: F401,F403

@@ -38,6 +38,7 @@ SPECTACULAR_SETTINGS = {
         "MessageRoleEnum": "conversations.models.Message.Role",
         "AgentRunStatusEnum": "chat.models.AgentRun.Status",
         "UserRoleEnum": "accounts.models.User.Role",
+        "ChannelAccountChannelEnum": "hub.models.ChannelAccount.Channel",
     },
     # The error envelope and each operation's error statuses (config/api/schema.py).
     "POSTPROCESSING_HOOKS": [

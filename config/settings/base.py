@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "accounts",
     "conversations",
     "chat",
+    "hub",
     "audits",
     "files",
 ]

@@ -3,6 +3,7 @@
 from .agent import AGENT_RELAY_SECONDS
 from .audits import AUDIT_SEAL_INTERVAL_SECONDS
 from .env import REDIS_URL, env
+from .hub import HUB_SWEEP_SECONDS
 
 # Celery: a Redis broker and separate workers on the real stack; in-process when embedded.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
@@ -38,6 +39,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "chat.tasks.relay_unsent_runs",
         "schedule": AGENT_RELAY_SECONDS,
         "options": {"expires": AGENT_RELAY_SECONDS},
+    },
+    # Deliveries whose worker died, whose task was lost or never reached the broker.
+    "sweep-deliveries": {
+        "task": "hub.tasks.sweep_deliveries",
+        "schedule": HUB_SWEEP_SECONDS,
+        "options": {"expires": HUB_SWEEP_SECONDS},
     },
     "purge-idempotency-keys": {"task": "config.api.tasks.purge_idempotency_keys", "schedule": 3600.0},
     "flush-expired-tokens": {"task": "accounts.tasks.flush_expired_tokens", "schedule": 86400.0},

@@ -1,0 +1,246 @@
+"""Messaging hub: acceptance latency under concurrent users, and API-to-delivered latency.
+
+    .venv/bin/python bench/hub_delivery.py [--users 50] [--messages 10] [--latency-ms 100]
+        [--port 18550] [--concurrency 4]
+
+Needs the real stack (DATABASE_URL on PostgreSQL, REDIS_URL): it creates a throwaway
+database, starts daphne and one Celery worker (prefork, ``--concurrency``) on it, and makes
+``--users`` tenant owners, each with a WhatsApp simulator account (``--latency-ms`` per send,
+statuses reported back as signed POSTs to daphne's inbound webhook) and one bound
+conversation. Each user then posts ``--messages`` messages over HTTP, one after another,
+all users at once. Prints figures; asserts nothing about them.
+
+- acceptance: ``POST …/messages`` until its 202 (message stored ``accepted``, delivery row,
+  audit), as the client sees it.
+- delivery: from the client sending the POST to the ``delivered`` status stored (the
+  simulator's signed report handled by daphne), on this machine's one clock.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import httpx  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
+
+
+def percentile(samples, q):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def figures(name: str, samples: list[float], unit: str = "ms") -> str:
+    return (
+        f"{name}: n={len(samples)}  median {statistics.median(samples):.0f} {unit}   "
+        f"p95 {percentile(samples, 0.95):.0f} {unit}   max {max(samples):.0f} {unit}"
+    )
+
+
+def start(env: dict, port: int, concurrency: int, logs: Path) -> list[subprocess.Popen]:
+    bin_dir = ROOT / ".venv" / "bin"
+    daphne = subprocess.Popen(
+        [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(logs / "daphne.log", "wb"),  # noqa: SIM115 - lives as long as the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    worker = subprocess.Popen(
+        [
+            str(bin_dir / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            "--loglevel=WARNING",
+            "-Q",
+            "default",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=open(logs / "worker.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        raise SystemExit(f"daphne did not start; see {logs / 'daphne.log'}")
+    time.sleep(3)  # the worker's pool
+    return [daphne, worker]
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    import signal
+
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main():
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=10)
+    parser.add_argument("--latency-ms", type=int, default=100)
+    parser.add_argument("--port", type=int, default=18550)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or not os.environ.get("REDIS_URL"):
+        raise SystemExit("needs DATABASE_URL (PostgreSQL) and REDIS_URL")
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_hub_{connection.settings_dict['NAME']}"
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    db_name = connection.settings_dict["NAME"]
+    base_url = f"http://127.0.0.1:{args.port}"
+    db_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db_name
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "HUB_WEBHOOK_BASE_URL": base_url,
+        "RATE_LIMIT_FREE": "1000000",
+        "DJANGO_ALLOWED_HOSTS": os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost"),
+        "LOG_LEVEL": "WARNING",
+        # Plain http on 127.0.0.1 (as the e2e tests): no redirect to https.
+        "DJANGO_SECURE": "false",
+        "DB_POOL_MAX_SIZE": "20",
+    }
+    logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"hub-bench-{os.getpid()}"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    try:
+        from accounts.models import Tenant, User
+        from accounts.services import tokens_for
+        from hub.models import MessageStatusChange
+        from hub.services import accounts, bindings
+
+        clients = []
+        for n in range(args.users):
+            tenant = Tenant.objects.create(name=f"Bench {n}", slug=f"bench-{n}")
+            user = User.objects.create_user(f"b{n}@example.com", "bench-passphrase-123", tenant=tenant, role="owner")
+            account, _ = accounts.channel_account_create(
+                user=user,
+                channel="whatsapp",
+                name="Bench",
+                external_id=f"1555{n:07d}",
+                settings={"latency_ms": args.latency_ms},
+            )
+            binding = bindings.binding_create(user=user, account_id=account.pk, address=f"4477{n:07d}")
+            clients.append((tokens_for(user).access, binding.conversation_id))
+        connection.close()
+        procs = start(env, args.port, args.concurrency, logs)
+
+        accepted: list[float] = []
+        sent_at: dict[int, float] = {}
+        errors: list[str] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(args.users)
+
+        def user_loop(token: str, conversation_id: int) -> None:
+            with httpx.Client(
+                base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30, trust_env=False
+            ) as http:
+                barrier.wait()
+                for i in range(args.messages):
+                    began_wall, began = time.time(), time.perf_counter()
+                    response = http.post(
+                        f"/api/v1/conversations/{conversation_id}/messages", json={"content": f"Order {i} shipped"}
+                    )
+                    elapsed = (time.perf_counter() - began) * 1000
+                    with lock:
+                        if response.status_code != 202:
+                            errors.append(f"{response.status_code} {response.text[:200]}")
+                            continue
+                        accepted.append(elapsed)
+                        sent_at[response.json()["message"]["id"]] = began_wall
+
+        threads = [threading.Thread(target=user_loop, args=client) for client in clients]
+        wall = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        posting = time.perf_counter() - wall
+
+        deadline = time.monotonic() + 180
+        delivered = {}
+        while time.monotonic() < deadline:
+            delivered = dict(
+                MessageStatusChange.objects.filter(message_id__in=list(sent_at), status="delivered").values_list(
+                    "message_id", "at"
+                )
+            )
+            if len(delivered) == len(sent_at):
+                break
+            time.sleep(0.5)
+        all_done = time.perf_counter() - wall
+        delivery = [(at.timestamp() - sent_at[mid]) * 1000 for mid, at in delivered.items()]
+
+        total = args.users * args.messages
+        print(
+            f"hub delivery: {args.users} concurrent users x {args.messages} messages, WhatsApp simulator "
+            f"latency {args.latency_ms} ms, 1 daphne, 1 worker x {args.concurrency} processes"
+        )
+        if accepted:
+            print("  " + figures("acceptance (POST -> 202)", accepted))
+        print(f"  posting throughput {len(accepted) / posting:.0f} messages/s; errors {len(errors)}")
+        if delivery:
+            print("  " + figures("delivery (POST -> delivered)", delivery))
+        print(f"  delivered {len(delivered)}/{total} within {all_done:.1f} s of the first post")
+        stages: dict[int, dict] = {}
+        for mid, status, at in MessageStatusChange.objects.filter(message_id__in=list(delivered)).values_list(
+            "message_id", "status", "at"
+        ):
+            stages.setdefault(mid, {})[status] = at
+        for name, first, last in (
+            ("accepted -> queued", "accepted", "queued"),
+            ("queued -> sent", "queued", "sent"),
+            ("sent -> delivered", "sent", "delivered"),
+        ):
+            spans = [(s[last] - s[first]).total_seconds() * 1000 for s in stages.values() if first in s and last in s]
+            if spans:
+                print("    " + figures(name, spans))
+        for error in errors[:5]:
+            print(f"  error: {error}")
+    finally:
+        stop(procs)
+        connection.close()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The one small interface every channel connector implements, and the registry that finds
+one by channel. Adding a channel is one class with ``@register``."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from config.core.errors import ApplicationError
+
+
+class TransientError(Exception):
+    """The platform may take it later (timeout, 5xx, rate limited): retried with backoff."""
+
+
+class PermanentError(Exception):
+    """The platform will never take this message (too long, refused): the message fails."""
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """What a connector needs to send one message, with no database access of its own."""
+
+    delivery_id: int
+    external_id: str  # our id of the message on the platform: the same on every attempt
+    channel: str
+    account_external_id: str
+    account_settings: dict
+    secret: str
+    address: str
+    contact_name: str
+    text: str
+    message: dict  # the message as the API renders it
+    conversation: dict
+
+
+class Connector:
+    channel: ClassVar[str]
+
+    def settings_validate(self, settings: dict) -> dict:
+        """The account's settings, checked and normalised; ``validation_error`` otherwise."""
+        return _common_settings(settings, allowed=set())
+
+    def send(self, outbound: Outbound) -> None:
+        """Hands the message to the platform; raises ``TransientError`` or ``PermanentError``."""
+        raise NotImplementedError
+
+    def after_sent(self, outbound: Outbound) -> None:
+        """Runs once the ``sent`` status is committed (a simulator reports statuses back)."""
+
+
+_registry: dict[str, Connector] = {}
+
+
+def register(cls: type[Connector]) -> type[Connector]:
+    _registry[cls.channel] = cls()
+    return cls
+
+
+def connector_for(channel: str) -> Connector:
+    return _registry[channel]
+
+
+def channels() -> list[str]:
+    return sorted(_registry)
+
+
+def settings_error(field: str, message: str) -> ApplicationError:
+    return ApplicationError(
+        f"settings.{field}: {message}", code="validation_error", details={"settings": {field: [message]}}
+    )
+
+
+def _common_settings(settings, *, allowed: set[str]) -> dict:
+    """Every channel takes ``agent_enabled`` (bool, default true: the agent answers contacts)."""
+    if not isinstance(settings, dict):
+        raise ApplicationError("settings must be an object.", code="validation_error", details={"settings": ["object"]})
+    unknown = sorted(set(settings) - allowed - {"agent_enabled"})
+    if unknown:
+        raise settings_error(unknown[0], "unknown setting")
+    agent = settings.get("agent_enabled", True)
+    if not isinstance(agent, bool):
+        raise settings_error("agent_enabled", "must be true or false")
+    return {"agent_enabled": agent}

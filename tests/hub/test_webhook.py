@@ -1,0 +1,170 @@
+"""Inbound webhooks: signed over the raw body, 401/404/400 storing nothing, platform
+retries stored once, a new contact opens a conversation, the agent answers."""
+
+import time
+
+import pytest
+
+from audits.models import AuditRecord
+from chat.models import AgentRun
+from conversations.models import Conversation, Message
+from hub import platforms
+from hub.models import ConversationBinding, Delivery, InboundMessage
+from hub.secrets import signature_for
+from tests.helpers import assert_error
+
+from .conftest import connect, signed_post
+
+pytestmark = pytest.mark.django_db
+
+
+def _whatsapp_text(account, *, mid="wamid.IN1", sender="447700900001", text="hello", at=None, name="Grace"):
+    return platforms.whatsapp_message(
+        phone_number_id=account.external_id,
+        sender=sender,
+        message_id=mid,
+        text=text,
+        timestamp=int(at if at is not None else time.time()),
+        name=name,
+    )
+
+
+def _nothing_stored():
+    return not (Message.objects.exists() or InboundMessage.objects.exists() or Conversation.objects.exists())
+
+
+def test_a_new_contact_opens_a_conversation_and_the_agent_answers(api, whatsapp, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_post(api, "whatsapp", _whatsapp_text(whatsapp.account, text="hello"), whatsapp.secret)
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {"messages": 1, "duplicates": 0, "statuses": 0}
+    binding = ConversationBinding.objects.select_related("conversation", "contact").get()
+    assert (binding.contact.address, binding.contact.name) == ("447700900001", "Grace")
+    assert binding.conversation.channel == "whatsapp" and binding.conversation.owner == whatsapp.account.created_by
+    inbound, reply = Message.objects.filter(conversation=binding.conversation).order_by("seq")
+    assert (inbound.seq, inbound.role, inbound.content, inbound.status) == (1, "user", "hello", "delivered")
+    assert not Delivery.objects.filter(message=inbound).exists()  # inbound is never routed back
+    # The local agent answered, and its reply went out to the contact through the simulator.
+    assert AgentRun.objects.get().status == "completed"
+    assert (reply.seq, reply.role) == (2, "assistant")
+    reply.refresh_from_db()
+    assert reply.status == "read"  # report_read: delivered, then read, reported back signed
+    assert AuditRecord.objects.filter(action="message.received", resource_id=str(inbound.pk)).exists()
+
+
+def test_a_known_contact_continues_its_open_conversation(api, whatsapp, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_post(api, "whatsapp", _whatsapp_text(whatsapp.account, mid="wamid.A"), whatsapp.secret)
+        signed_post(api, "whatsapp", _whatsapp_text(whatsapp.account, mid="wamid.B", text="again"), whatsapp.secret)
+
+    assert Conversation.objects.count() == 1
+    assert Message.objects.filter(role="user").count() == 2
+
+
+def test_agent_disabled_stores_the_message_without_a_run(api, user):
+    quiet = connect(user, settings={"agent_enabled": False})
+
+    signed_post(api, "whatsapp", _whatsapp_text(quiet.account), quiet.secret)
+
+    assert Message.objects.count() == 1 and not AgentRun.objects.exists()
+
+
+def test_a_duplicate_inbound_message_is_stored_once(api, whatsapp):
+    payload = _whatsapp_text(whatsapp.account, mid="wamid.SAME")
+
+    first = signed_post(api, "whatsapp", payload, whatsapp.secret)
+    again = signed_post(api, "whatsapp", payload, whatsapp.secret)
+
+    assert first.json()["messages"] == 1
+    assert again.status_code == 200 and again.json() == {"messages": 0, "duplicates": 1, "statuses": 0}
+    assert Message.objects.filter(role="user").count() == 1 and InboundMessage.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [None, "", "sha256=" + "0" * 64, "sha1=abc", "garbage"],
+    ids=["missing", "empty", "wrong", "other-algorithm", "garbage"],
+)
+def test_a_missing_or_bad_signature_is_401_and_stores_nothing(api, whatsapp, signature):
+    payload = _whatsapp_text(whatsapp.account)
+
+    response = signed_post(api, "whatsapp", payload, None, signature=signature)
+
+    assert_error(response, 401, "invalid_signature")
+    assert _nothing_stored()
+
+
+def test_a_signature_with_another_accounts_secret_or_over_other_bytes_is_401(api, whatsapp, user):
+    other = connect(user, external_id="15550002222")
+    payload = _whatsapp_text(whatsapp.account)
+    import json
+
+    body = json.dumps(payload).encode()
+    # Same JSON, other bytes (a re-serialised body): the signature is over the raw body.
+    respaced = json.dumps(payload, indent=1).encode()
+
+    wrong_secret = signed_post(api, "whatsapp", body, None, signature=signature_for(body, other.secret))
+    other_bytes = signed_post(api, "whatsapp", respaced, None, signature=signature_for(body, whatsapp.secret))
+
+    assert_error(wrong_secret, 401, "invalid_signature")
+    assert_error(other_bytes, 401, "invalid_signature")
+    assert _nothing_stored()
+
+
+def test_unknown_channel_or_account_is_404(api, whatsapp):
+    unknown_account = platforms.whatsapp_message(
+        phone_number_id="999", sender="1", message_id="m", text="x", timestamp=int(time.time())
+    )
+
+    assert_error(signed_post(api, "telegram", {"entry": []}, whatsapp.secret), 404, "not_found")
+    assert_error(signed_post(api, "whatsapp", unknown_account, whatsapp.secret), 404, "not_found")
+    assert _nothing_stored()
+
+
+def test_a_stale_timestamp_is_400_and_stores_nothing(api, whatsapp, settings):
+    old = time.time() - settings.HUB_WEBHOOK_MAX_AGE_SECONDS - 5
+
+    response = signed_post(api, "whatsapp", _whatsapp_text(whatsapp.account, at=old), whatsapp.secret)
+
+    assert_error(response, 400, "stale_timestamp")
+    assert _nothing_stored()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"not json", b"[]", {"entry": []}, {"entry": [{"changes": [{"value": {}}]}]}, {"entry": ["x"]}],
+    ids=["not-json", "list", "no-entries", "no-metadata", "entry-not-object"],
+)
+def test_a_malformed_payload_is_400(api, whatsapp, payload):
+    response = signed_post(api, "whatsapp", payload, whatsapp.secret)
+
+    assert_error(response, 400, "invalid_payload")
+    assert _nothing_stored()
+
+
+def test_instagram_messages_and_read_reports(api, instagram, django_capture_on_commit_callbacks):
+    now = int(time.time())
+    message = platforms.instagram_message(
+        account_id=instagram.account.external_id, sender="6789", message_id="mid.IN", text="hi", timestamp=now
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_post(api, "instagram", message, instagram.secret)
+
+    assert response.json()["messages"] == 1
+    reply = Message.objects.get(role="assistant")
+    reply.refresh_from_db()
+    assert reply.status == "delivered"  # report_read is off for this account
+    delivery = Delivery.objects.get(message=reply)
+    assert delivery.external_id.startswith("mid.")
+    read = platforms.instagram_report(
+        account_id=instagram.account.external_id,
+        recipient="6789",
+        message_id=delivery.external_id,
+        status="read",
+        timestamp=now,
+    )
+    assert signed_post(api, "instagram", read, instagram.secret).json()["statuses"] == 1
+    reply.refresh_from_db()
+    assert reply.status == "read" and reply.read_at is not None
