@@ -31,7 +31,12 @@ def test_a_retry_is_a_new_queued_run_for_the_same_message_handed_over_after_comm
         failed.user_id,
         failed.tenant_id,
     )
-    assert len(callbacks) == 1  # the hand-over to the queue waits for the commit
+    # The hand-over to the queue waits for the commit: nothing has run yet.
+    assert AgentRun.objects.get(pk=retry.pk).status == "queued"
+    for callback in callbacks:
+        callback()
+    retry.refresh_from_db()
+    assert retry.status == "completed"  # handed over at commit (eager queue in tests)
     assert runs.run_retry(run=failed) is None  # retried already: a newer run exists
 
 
