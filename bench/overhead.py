@@ -2,6 +2,11 @@
 by one daphne process, loaded with wrk (50 connections).
 
     .venv/bin/python bench/overhead.py [--seconds 10] [--connections 50] [--port 18201]
+        [--before DIR]
+
+``--before DIR``: also serve another checkout of the code (e.g. ``git archive <commit> |
+tar -x -C DIR``) on --port+2 and measure it in the same run, scenario by scenario
+alternating with this tree, so both see the same load of a shared machine.
 
 Uses DATABASE_URL and REDIS_URL as given (migrates that database, adds a bench tenant).
 Starts two daphnes (the app on --port, the bare view on --port+1) and stops them. Prints
@@ -88,6 +93,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--port", type=int, default=18201)
+    parser.add_argument("--before", type=Path, default=None, help="another checkout to compare with")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -114,25 +120,38 @@ def main() -> None:
             env=env,
         ),
     ]
+    if args.before:
+        servers.append(
+            subprocess.Popen(
+                [daphne, "-v", "0", "-b", "127.0.0.1", "-p", str(args.port + 2), "config.asgi:application"],
+                cwd=args.before,
+                env=env,
+            )
+        )
     try:
         app, bare = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{bare_port}"
         _wait(f"{app}/health")
         _wait(f"{bare}/bare")
-        scenarios = [
-            ("bare async view", f"{bare}/bare", None),
-            ("GET /health", f"{app}/health", None),
-            ("GET /api/v1/auth/me", f"{app}/api/v1/auth/me", big),
-            ("429 (budget spent)", f"{app}/api/v1/auth/me", small),
-        ]
+        apps = [("", app)]
+        if args.before:
+            apps.insert(0, ("before: ", f"http://127.0.0.1:{args.port + 2}"))
+            _wait(f"{apps[0][1]}/health")
+        scenarios = [("bare async view", f"{bare}/bare", None)]
+        for path, label, token in (
+            ("/health", "GET /health", None),
+            ("/api/v1/auth/me", "GET /api/v1/auth/me", big),
+            ("/api/v1/auth/me", "429 (budget spent)", small),
+        ):
+            scenarios += [(prefix + label, base + path, token) for prefix, base in apps]
         results = []
         for name, url, token in scenarios:
             _wrk(url, 2, args.connections, token)  # warm up (and spend the small budget)
             results.append((name, _wrk(url, args.seconds, args.connections, token)))
         base = results[0][1]["rps"]
-        print(f"{'scenario':<24} {'req/s':>8} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'timeouts':>8}")
+        print(f"{'scenario':<32} {'req/s':>8} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'timeouts':>8}")
         for name, r in results:
             print(
-                f"{name:<24} {r['rps']:>8.0f} {r['rps'] / base:>6.2f} {r['p50']:>8.1f} {r['p99']:>8.1f}"
+                f"{name:<32} {r['rps']:>8.0f} {r['rps'] / base:>6.2f} {r['p50']:>8.1f} {r['p99']:>8.1f}"
                 f" {r['non2xx']:>8} {r['timeouts']:>8}"
             )
     finally:
