@@ -2,10 +2,13 @@
 and tenant), one Redis round trip for the rate limit, and a middleware chain that runs
 natively under ASGI (no sync/async hop between middleware). See docs/overhead.md."""
 
+import asyncio
 import logging
 
+import asgiref.sync
 import pytest
 import redis.connection
+from channels.db import database_sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
@@ -130,3 +133,80 @@ def test_the_middleware_chain_runs_natively_under_asgi(caplog, settings):
     # The check sees a sync-only middleware (WhiteNoise was one).
     sync_only = f"{__name__}.SyncOnlyMiddleware"
     assert asgi_adaptations(caplog, [*settings.MIDDLEWARE[:4], sync_only, *settings.MIDDLEWARE[4:]]) != []
+
+
+async def serve(path: str, token: str | None = None) -> int:
+    """One HTTP request through the ASGI application as daphne serves it; its status."""
+    from config.asgi import application
+
+    headers = [(b"host", b"testserver")]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 443),
+    }
+    status, received, done = [], [], asyncio.Event()
+
+    async def receive():
+        if not received:
+            received.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    await application(scope, receive, send)
+    return status[0]
+
+
+@pytest.fixture
+def thread_hops(monkeypatch):
+    """What each sync_to_async call of a request runs (a thread hop each)."""
+    hops = []
+    original = asgiref.sync.SyncToAsync.__call__
+
+    async def counting(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(asgiref.sync.SyncToAsync, "__call__", counting)
+    return hops
+
+
+# Django's ASGI handler itself: request_started's sync receivers, and the response's close().
+DJANGO_HANDLER_HOPS = ["Signal.asend.<locals>.sync_send", "HttpResponseBase.close"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_under_asgi_hops_to_a_thread_only_for_sync_work(thread_hops):
+    """Under ASGI no middleware hops to a thread: /health (an async view) pays only the
+    handler's own hops; /api/v1/auth/me adds the DRF view and the rendering of its
+    response. Django's own MiddlewareMixin built-ins cost two hops each (15 in all)."""
+    user = await database_sync_to_async(UserFactory)()
+    token = await database_sync_to_async(lambda: client_for(user)._credentials["HTTP_AUTHORIZATION"][7:])()
+    await serve("/health")  # warm: first-request work
+
+    thread_hops.clear()
+    assert await serve("/health") == 200
+    assert sorted(thread_hops) == sorted(DJANGO_HANDLER_HOPS)
+
+    thread_hops.clear()
+    assert await serve(ME, token) == 200
+    view_hops = ["View.as_view.<locals>.view", "SimpleTemplateResponse.render"]
+    assert sorted(thread_hops) == sorted(DJANGO_HANDLER_HOPS + view_hops)
