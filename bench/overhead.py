@@ -54,7 +54,7 @@ def _seed() -> tuple[str, str]:
 
 
 def _wait(url: str) -> None:
-    for _ in range(100):
+    for _ in range(600):  # a minute: a loaded machine starts slowly
         try:
             urllib.request.urlopen(url, timeout=1)
             return

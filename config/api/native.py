@@ -2,17 +2,18 @@
 
 Django's ``MiddlewareMixin`` is async-capable only in name: under ASGI its ``__acall__``
 runs ``process_request`` and ``process_response`` each through ``sync_to_async`` (and the
-handler adapts ``process_view`` the same way), a thread hop each: the seven built-ins this
-project uses cost 15 hops on every request. Their work is CPU-only (headers, cookies, a
-lazy session and user) except where a request really touches the session, which these
-subclasses check for, hopping to a thread only then:
+handler adapts ``process_view`` the same way), a thread hop each. Their work is CPU-only
+(headers, cookies, a lazy session and user) except where a request really touches the
+session, which these subclasses check for, hopping to a thread only then:
 
 - ``SessionMiddleware.process_response`` saves a modified session (database);
 - ``MessageMiddleware.process_response`` stores messages that were used or added (the
-  session storage may load the session);
-- ``CsrfViewMiddleware`` reads the secret from the session with ``CSRF_USE_SESSIONS``.
+  session storage may load the session).
 
-Under WSGI they are Django's classes unchanged. See docs/overhead.md.
+Security, CSRF and X-Frame-Options stay Django's own classes: Django's deploy checks
+(``security.W001``-``W003`` and the HSTS/SSL checks that depend on them) look for their
+exact dotted paths in ``MIDDLEWARE``. Under WSGI these are Django's classes unchanged. See
+docs/overhead.md.
 """
 
 from asgiref.sync import sync_to_async
@@ -20,10 +21,7 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
-from django.middleware.csrf import CsrfViewMiddleware
-from django.middleware.security import SecurityMiddleware
 
 
 class InlineMiddleware:
@@ -71,10 +69,6 @@ class InlineMiddleware:
         return response
 
 
-class InlineSecurityMiddleware(InlineMiddleware, SecurityMiddleware):
-    pass
-
-
 class InlineSessionMiddleware(InlineMiddleware, SessionMiddleware):
     """The session is lazy: nothing is read unless a view reads it. Saving is I/O."""
 
@@ -87,18 +81,6 @@ class InlineCommonMiddleware(InlineMiddleware, CommonMiddleware):
     pass
 
 
-class InlineCsrfViewMiddleware(InlineMiddleware, CsrfViewMiddleware):
-    def needs_thread_request(self, request) -> bool:
-        return settings.CSRF_USE_SESSIONS
-
-    def needs_thread_view(self, request) -> bool:
-        # A form POST reads its body (request.POST) for the token; sessions are I/O.
-        return settings.CSRF_USE_SESSIONS
-
-    def needs_thread_response(self, request, response) -> bool:
-        return settings.CSRF_USE_SESSIONS
-
-
 class InlineAuthenticationMiddleware(InlineMiddleware, AuthenticationMiddleware):
     """``request.user`` is lazy: loaded (in a thread, by sync code) only when read."""
 
@@ -107,7 +89,3 @@ class InlineMessageMiddleware(InlineMiddleware, MessageMiddleware):
     def needs_thread_response(self, request, response) -> bool:
         storage = getattr(request, "_messages", None)
         return storage is not None and (storage.used or storage.added_new)
-
-
-class InlineXFrameOptionsMiddleware(InlineMiddleware, XFrameOptionsMiddleware):
-    pass
