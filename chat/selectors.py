@@ -37,21 +37,30 @@ def run_list(*, conversation) -> QuerySet[AgentRun]:
     return AgentRun.objects.filter(conversation=conversation)
 
 
+_HISTORY_PAGE = 100
+
+
 def conversation_history(*, conversation, upto_seq: int, budget_chars: int) -> list[dict]:
     """The user/assistant messages up to ``upto_seq`` that fit the budget, oldest first.
     The newest message is always included (cut to the budget if it alone is larger)."""
-    rows = (
-        Message.objects.filter(
-            conversation=conversation, seq__lte=upto_seq, role__in=[Message.Role.USER, Message.Role.ASSISTANT]
+    history, used, below = [], 0, upto_seq + 1
+    # Pages of plain queries, newest first, keyed on seq: a usual history is one SELECT (a
+    # server-side cursor, as ``iterator()`` makes, costs DECLARE, FETCH and CLOSE).
+    while True:
+        page = list(
+            Message.objects.filter(
+                conversation=conversation, seq__lt=below, role__in=[Message.Role.USER, Message.Role.ASSISTANT]
+            )
+            .order_by("-seq")
+            .values_list("seq", "role", "content")[:_HISTORY_PAGE]
         )
-        .order_by("-seq")
-        .values_list("role", "content")
-    )
-    history, used = [], 0
-    for role, content in rows.iterator(chunk_size=100):
-        if history and used + len(content) > budget_chars:
-            break
-        history.append({"role": role, "content": content[-budget_chars:] if not history else content})
-        used += len(content)
-    history.reverse()
-    return history
+        for seq, role, content in page:
+            if history and used + len(content) > budget_chars:
+                history.reverse()
+                return history
+            history.append({"role": role, "content": content[-budget_chars:] if not history else content})
+            used += len(content)
+            below = seq
+        if len(page) < _HISTORY_PAGE:
+            history.reverse()
+            return history

@@ -4,7 +4,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -32,7 +32,6 @@ def check_content(content: str) -> str:
     return content
 
 
-@transaction.atomic
 def conversation_create(
     *,
     user,
@@ -45,7 +44,7 @@ def conversation_create(
     ``participant_ids`` must be a user of the owner's tenant, else ``validation_error``
     and nothing is created."""
     wanted = set(participant_ids) - {user.pk}
-    others = list(User.objects.filter(tenant_id=user.tenant_id, pk__in=wanted))
+    others = list(User.objects.filter(tenant_id=user.tenant_id, pk__in=wanted)) if wanted else []
     if len(others) != len(wanted):
         unknown = sorted(wanted - {other.pk for other in others})
         raise ApplicationError(
@@ -53,18 +52,21 @@ def conversation_create(
             code="validation_error",
             details={"participant_ids": [f"unknown user {pk}" for pk in unknown]},
         )
-    conversation = Conversation.objects.create(
-        tenant_id=user.tenant_id, owner=user, title=title, channel=channel, metadata=metadata or {}
-    )
-    conversation.participants.add(user, *others)
-    audit_record(
-        tenant=user.tenant,
-        actor=user,
-        action="conversation.created",
-        resource_type="conversation",
-        resource_id=conversation.pk,
-        details={"title": title, "channel": channel},
-    )
+    # Checked above, so nothing expected fails inside: no savepoint when nested (a failure
+    # rolls back the caller's transaction, or the caller's own savepoint).
+    with transaction.atomic(savepoint=False):
+        conversation = Conversation.objects.create(
+            tenant_id=user.tenant_id, owner=user, title=title, channel=channel, metadata=metadata or {}
+        )
+        conversation.participants.add(user, *others)
+        audit_record(
+            tenant=user.tenant,
+            actor=user,
+            action="conversation.created",
+            resource_type="conversation",
+            resource_id=conversation.pk,
+            details={"title": title, "channel": channel},
+        )
     return conversation
 
 
@@ -242,8 +244,8 @@ def message_create(
     """Stores a message with the next ``seq`` of its conversation.
 
     The seq comes from ``Conversation.last_seq``, bumped under a row lock in this
-    transaction: gapless and unique under any number of writers, and a rolled-back insert
-    rolls its number back. ``event`` (``message.created``; ``message.completed`` for a
+    transaction (one ``UPDATE ... RETURNING``): gapless and unique under any number of
+    writers, and a rolled-back insert rolls its number back. ``event`` (``message.created``; ``message.completed`` for a
     finished assistant reply) is published after commit, carrying the seq, through
     ``publisher`` when the caller streams the turn itself.
 
@@ -255,16 +257,17 @@ def message_create(
     plan = routing.route_plan(conversation=conversation, role=role) if route and status is None else None
     if status is None:
         status = Message.Status.ACCEPTED if plan else Message.Status.DELIVERED
-    with transaction.atomic():
-        locked = Conversation.objects.select_for_update().only("id", "last_seq").get(pk=conversation.pk)
-        locked.last_seq += 1
+    # No savepoint when nested: nothing here is expected to fail, and a database error
+    # aborts the caller's transaction anyway (callers that recover, like message_send with
+    # a client_message_id, hold their own savepoint).
+    with transaction.atomic(savepoint=False):
         now = timezone.now()
-        Conversation.objects.filter(pk=locked.pk).update(last_seq=locked.last_seq, updated_at=now)
-        conversation.last_seq, conversation.updated_at = locked.last_seq, now
+        seq = _next_seq(conversation_id=conversation.pk, now=now)
+        conversation.last_seq, conversation.updated_at = seq, now
         message = Message.objects.create(
             tenant_id=conversation.tenant_id,
             conversation=conversation,
-            seq=locked.last_seq,
+            seq=seq,
             role=role,
             sender=sender,
             content=content,
@@ -281,6 +284,23 @@ def message_create(
     return message
 
 
+def _next_seq(*, conversation_id: int, now) -> int:
+    """Bumps the conversation's ``last_seq`` (and ``updated_at``) and returns it, in one
+    statement: the UPDATE takes the row lock the caller's transaction holds to its end.
+    Raises ``Conversation.DoesNotExist`` when the conversation is gone."""
+    qn = connection.ops.quote_name
+    sql = (
+        f"UPDATE {qn(Conversation._meta.db_table)} SET {qn('last_seq')} = {qn('last_seq')} + 1,"
+        f" {qn('updated_at')} = %s WHERE {qn('id')} = %s RETURNING {qn('last_seq')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(now), conversation_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Conversation.DoesNotExist(f"conversation {conversation_id} does not exist")
+    return int(row[0])
+
+
 def message_send(
     *, conversation: Conversation, user, content: str, attachments: list | None = None, client_message_id=None
 ) -> tuple[Message, bool]:
@@ -294,7 +314,8 @@ def message_send(
     # File ids in, their descriptors stored: a foreign, unknown or unfinished file is 400.
     attachments = attachments_resolve(tenant_id=conversation.tenant_id, file_ids=attachments or [])
     try:
-        with transaction.atomic():
+        # A savepoint only when a duplicate client_message_id is recovered from below.
+        with transaction.atomic(savepoint=bool(client_message_id)):
             message = message_create(
                 conversation=conversation,
                 role=Message.Role.USER,

@@ -128,6 +128,10 @@ def _retry_countdown(attempts: int) -> int:
     return settings.AGENT_RETRY_BACKOFF_SECONDS * (2 ** max(attempts - 1, 0))
 
 
+class _TakenOver(Exception):
+    """Another execution settled the run while ours was finishing: roll ours back."""
+
+
 def run_claim(*, run_id: int, claim: str | None) -> tuple[AgentRun, bool]:
     """Takes the run for this execution: (run, True) when it is ours to run, (run, False)
     when it is settled, held by another live execution, or just failed for lack of attempts.
@@ -231,42 +235,45 @@ def run_execute(*, run_id: int, delivery: Delivery) -> RunResult:
         raise
 
     elapsed = time.perf_counter() - started
-    with transaction.atomic():
-        # The conditional move also locks the row: nobody else settles it before we commit.
-        done = run_transition(
-            run,
-            to=Status.COMPLETED,
-            expect=Status.RUNNING,
-            claim=run.claimed_by,
-            tool_calls=result.tool_calls,
-            usage=result.usage.as_dict(),
-            latency_ms=int(elapsed * 1000),
-            finished_at=timezone.now(),
-            error="",
-        )
-        if not done:
-            # Our lease lapsed and another execution took the run over: it answers, not us.
-            logger.warning("run taken over before it finished", extra={"run_id": run.pk})
-            return RunResult(Outcome.NOT_OURS, AgentRun.objects.get(pk=run.pk))
-        reply = conversation_services.message_create(
-            conversation=run.conversation,
-            role=Message.Role.ASSISTANT,
-            content=result.content,
-            tool_calls=result.tool_calls,
-            event="message.completed",
-            publisher=publisher,
-        )
-        run.reply_message = reply
-        run.save(update_fields=["reply_message"])
-        audit_record(
-            tenant=run.user.tenant if run.user else run.conversation.tenant,
-            actor=run.user,
-            action="run.completed",
-            resource_type="agent_run",
-            resource_id=run.pk,
-            details={"provider": run.provider, "tools": [c["name"] for c in result.tool_calls]},
-        )
-        transaction.on_commit(lambda: publisher.emit("run.completed", {**handle, **run_event_data(run)}))
+    try:
+        with transaction.atomic():
+            reply = conversation_services.message_create(
+                conversation=run.conversation,
+                role=Message.Role.ASSISTANT,
+                content=result.content,
+                tool_calls=result.tool_calls,
+                event="message.completed",  # published on commit only
+                publisher=publisher,
+            )
+            # One conditional UPDATE settles the run with its reply; it also locks the row:
+            # nobody else settles it before we commit.
+            done = run_transition(
+                run,
+                to=Status.COMPLETED,
+                expect=Status.RUNNING,
+                claim=run.claimed_by,
+                reply_message=reply,
+                tool_calls=result.tool_calls,
+                usage=result.usage.as_dict(),
+                latency_ms=int(elapsed * 1000),
+                finished_at=timezone.now(),
+                error="",
+            )
+            if not done:
+                raise _TakenOver()  # rolls the reply (and its seq) back
+            audit_record(
+                tenant=run.user.tenant if run.user else run.conversation.tenant,
+                actor=run.user,
+                action="run.completed",
+                resource_type="agent_run",
+                resource_id=run.pk,
+                details={"provider": run.provider, "tools": [c["name"] for c in result.tool_calls]},
+            )
+            transaction.on_commit(lambda: publisher.emit("run.completed", {**handle, **run_event_data(run)}))
+    except _TakenOver:
+        # Our lease lapsed and another execution took the run over: it answers, not us.
+        logger.warning("run taken over before it finished", extra={"run_id": run.pk})
+        return RunResult(Outcome.NOT_OURS, AgentRun.objects.get(pk=run.pk))
     metrics.observe_agent_run(run.provider, "completed", elapsed)
     return RunResult(Outcome.COMPLETED, run)
 

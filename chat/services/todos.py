@@ -23,25 +23,26 @@ def _clean_title(title) -> str:
     return title
 
 
-@transaction.atomic
 def task_create(*, user, title: str, completed: bool = False) -> Task:
     """A task of ``user``'s, possibly already done: one row, one ``task.created`` record."""
-    completed = bool(completed)
-    task = Task.objects.create(
-        tenant_id=user.tenant_id,
-        owner=user,
-        title=_clean_title(title),
-        completed=completed,
-        completed_at=timezone.now() if completed else None,
-    )
-    audit_record(
-        tenant=user.tenant,
-        actor=user,
-        action="task.created",
-        resource_type="task",
-        resource_id=task.pk,
-        details={"title": task.title, "completed": completed},
-    )
+    completed, title = bool(completed), _clean_title(title)
+    # Validated above, so no savepoint when nested (the agent's tool call holds its own).
+    with transaction.atomic(savepoint=False):
+        task = Task.objects.create(
+            tenant_id=user.tenant_id,
+            owner=user,
+            title=title,
+            completed=completed,
+            completed_at=timezone.now() if completed else None,
+        )
+        audit_record(
+            tenant=user.tenant,
+            actor=user,
+            action="task.created",
+            resource_type="task",
+            resource_id=task.pk,
+            details={"title": task.title, "completed": completed},
+        )
     return task
 
 

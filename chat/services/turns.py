@@ -49,13 +49,15 @@ def turn_begin(
     answering paths refuse such a conversation with 409 before storing anything."""
     conversation_services.check_content(content)
     provider = get_provider()
-    with transaction.atomic():
-        if conversation_id is None:
+    conversation = None
+    if conversation_id is not None:  # 404 before any write
+        conversation = conversation_selectors.conversation_get(
+            tenant=user.tenant_id, user=user, conversation_id=conversation_id
+        )
+    # No savepoint when nested (turn_enqueue): nothing expected fails inside.
+    with transaction.atomic(savepoint=False):
+        if conversation is None:
             conversation = conversation_services.conversation_create(user=user, title=_title_from(content))
-        else:
-            conversation = conversation_selectors.conversation_get(
-                tenant=user.tenant_id, user=user, conversation_id=conversation_id
-            )
         message, created = conversation_services.message_send(
             conversation=conversation,
             user=user,

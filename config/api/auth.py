@@ -2,10 +2,13 @@
 
 from dataclasses import dataclass
 
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt import authentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from config.core.context import tenant_id_var, user_id_var
 
@@ -17,17 +20,34 @@ def _remember(user) -> None:
 
 
 def _tenant_active(user) -> bool:
-    """Whether ``user``'s tenant may use the API. Loads ``user.tenant`` (one query unless
-    already loaded); the per-tenant rate limit reads it next anyway."""
+    """Whether ``user``'s tenant may use the API (``user.tenant`` is loaded with the user)."""
     return bool(user.tenant_id) and user.tenant.is_active
 
 
 class JWTAuthentication(authentication.JWTAuthentication):
     """simplejwt's, refusing users of a deactivated tenant, plus the caller in the request
-    context."""
+    context.
+
+    The user and their tenant come in one query (a join), read on every request: no cache,
+    so a deactivated user or tenant, or a changed password, is refused from the next
+    request on. The per-tenant rate limit reads the tenant's tier from the same row."""
 
     def get_user(self, validated_token):
-        user = super().get_user(validated_token)
+        # simplejwt's get_user, with the tenant joined in (its own issues a second query).
+        try:
+            user_id = validated_token[api_settings.USER_ID_CLAIM]
+        except KeyError as exc:
+            raise InvalidToken(_("Token contained no recognizable user identification")) from exc
+        try:
+            user = self.user_model.objects.select_related("tenant").get(**{api_settings.USER_ID_FIELD: user_id})
+        except self.user_model.DoesNotExist as exc:
+            raise AuthenticationFailed(_("User not found"), code="user_not_found") from exc
+        if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
+            raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
+        if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
+            api_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            raise AuthenticationFailed(_("The user's password has been changed."), code="password_changed")
         if not _tenant_active(user):
             raise AuthenticationFailed("Tenant is inactive", code="tenant_inactive")
         return user

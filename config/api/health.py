@@ -74,8 +74,8 @@ def _system_of(check: str) -> str:
     return "redis" if "redis" in settings.CHANNEL_LAYERS["default"]["BACKEND"].lower() else "channel_layer"
 
 
-def health(request):
-    """Liveness: the process answers. Touches no dependency."""
+async def health(request):
+    """Liveness: the process answers. Touches no dependency; async, so no thread hop."""
     return JsonResponse({"status": "ok"})
 
 

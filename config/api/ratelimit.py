@@ -1,10 +1,15 @@
 """Rate limits: per tenant by tier for authenticated API calls, per client IP for anonymous ones.
 
-The counting is django-ratelimit's core (``get_usage``): an atomic ``add``/``incr`` on the
+The counting follows django-ratelimit's core (``get_usage``): an atomic counter on the
 shared cache (Redis on the real stack, so every web process draws on one budget) in fixed
-windows of one minute. The library offsets each key's window by a stable jitter
-(``crc32(key) % period``), so windows of different tenants do not all reset at once;
-``Usage.retry_after`` is the time to the end of this key's window.
+windows of one minute, under the library's own key and window. The library offsets each
+key's window by a stable jitter (``crc32(key) % period``), so windows of different tenants
+do not all reset at once; ``Usage.retry_after`` is the time to the end of this key's window.
+
+On Redis (django-redis) a request costs one round trip: ``SET key 0 EX ttl NX`` and
+``INCRBY key 1`` pipelined in one MULTI/EXEC (``_redis_count``); the library's own
+``add`` then ``incr`` is two. Any other cache (LocMem in the embedded mode) goes through
+``get_usage`` unchanged.
 
 Entry points:
 
@@ -23,12 +28,22 @@ Entry points:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.cache import caches
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django_ratelimit.core import get_usage
+from django_ratelimit import ALL
+from django_ratelimit.core import (
+    _SIMPLE_KEYS,
+    EXPIRATION_FUDGE,
+    _get_window,
+    _make_cache_key,
+    _split_rate,
+    get_usage,
+)
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.throttling import BaseThrottle
 
@@ -93,10 +108,40 @@ def tier_limit(tier: str) -> int:
     return limits.get(tier, settings.RATE_LIMIT_FREE)
 
 
+def _redis_count(cache, *, group: str, value: str, rate: str, increment: bool) -> dict:
+    """``get_usage``'s answer for one key on django-redis, in one round trip: the same key
+    and window as the library, the counter created with its expiry if missing (``SET NX
+    EX``) and bumped (``INCRBY``, 0 to only look) in one MULTI/EXEC."""
+    limit, period = _split_rate(rate)
+    window = _get_window(value, period)
+    key = cache.make_key(_make_cache_key(group, window, rate, value, ALL))
+    pipe = cache.client.get_client(write=True).pipeline(transaction=True)
+    pipe.set(key, 0, ex=period + EXPIRATION_FUDGE, nx=True)
+    pipe.incrby(key, 1 if increment else 0)
+    count = int(pipe.execute()[1])
+    return {"count": count, "limit": limit, "should_limit": count > limit, "time_left": window - int(time.time())}
+
+
+def _count(request, *, group: str, key, rate: str, increment: bool) -> dict | None:
+    """django-ratelimit's ``get_usage`` for our two kinds of key, one Redis round trip."""
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        return None
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    if not hasattr(getattr(cache, "client", None), "get_client"):  # not django-redis
+        return get_usage(request, group=group, key=key, rate=rate, increment=increment)
+    value = key(group, request) if callable(key) else _client_ip(request)  # our keys: a callable or "ip"
+    return _redis_count(cache, group=group, value=value, rate=rate, increment=increment)
+
+
+def _client_ip(request) -> str:
+    """django-ratelimit's ``ip`` key (``REMOTE_ADDR``, or ``RATELIMIT_IP_META_KEY``)."""
+    return _SIMPLE_KEYS["ip"](request)
+
+
 def _usage(*, request, group: str, key, rate: str, scope: str, increment: bool) -> Usage:
     limit = int(rate.split("/", 1)[0])
     try:
-        raw = get_usage(request, group=group, key=key, rate=rate, increment=increment)
+        raw = _count(request, group=group, key=key, rate=rate, increment=increment)
     except Exception:  # noqa: BLE001 - a cache outage must not turn into a 500
         if not settings.RATELIMIT_FAIL_OPEN:
             raw = {"count": 0, "limit": 0, "should_limit": True, "time_left": -1}

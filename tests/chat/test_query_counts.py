@@ -4,6 +4,7 @@ to them shows here. The numbers are what the code does today, not targets."""
 import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from chat.models import AgentRun, Task
 from conversations.models import Message
@@ -16,7 +17,7 @@ from tests.conversations.factories import ConversationFactory
 def test_sync_chat_turn_with_one_tool_call(auth_api, user, django_assert_num_queries):
     auth_api.post("/api/v1/chat", {"message": "hello"}, format="json")  # warm: conversation-independent caches
 
-    with django_assert_num_queries(39):
+    with django_assert_num_queries(23):
         response = auth_api.post("/api/v1/chat", {"message": "add a task to buy milk"}, format="json")
 
     assert response.status_code == 200, response.content
@@ -29,13 +30,81 @@ def test_message_post_202(auth_api, user, django_assert_num_queries):
     conversation = ConversationFactory(owner=user)
 
     # On-commit work (the enqueue) never runs inside the test's transaction: this is the request.
-    with django_assert_num_queries(16):
+    with django_assert_num_queries(8):
         response = auth_api.post(
             f"/api/v1/conversations/{conversation.pk}/messages", {"content": "hello"}, format="json"
         )
 
     assert response.status_code == 202, response.content
     assert AgentRun.objects.filter(conversation=conversation, status="queued").count() == 1
+
+
+def savepoints_not_of_audits(statements: list[str]) -> list[str]:
+    """SAVEPOINTs our services take, leaving out audit recording's own (audits/, not ours
+    here): a savepoint whose next statement touches an ``audits_`` table."""
+    return [
+        sql
+        for sql, following in zip(statements, [*statements[1:], ""], strict=True)
+        if sql.startswith("SAVEPOINT") and "audits_" not in following
+    ]
+
+
+def statements_not_of_audits(statements: list[str]) -> list[str]:
+    """Our statements: audit recording's (``audits_`` tables, savepoints) left out, and so
+    are the transactions of the audit seals that run in-process after each commit in the
+    embedded mode (a BEGIN/COMMIT with only audit statements inside)."""
+    kept = [sql for sql in statements if "audits_" not in sql and "SAVEPOINT" not in sql]
+    ours: list[str] = []
+    for sql in kept:
+        if sql == "COMMIT" and ours and ours[-1].startswith("BEGIN"):
+            ours.pop()  # an empty transaction once the audit statements are gone: a seal
+            continue
+        ours.append(sql)
+    return ours
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sync_chat_turn_as_served_takes_no_savepoint(auth_api, user):
+    """As production runs it (each service's outermost block is a real transaction, not a
+    savepoint inside the test's): the turn's statements, BEGIN/COMMIT included, and no
+    SAVEPOINT/RELEASE of ours. Audit recording's statements (audits/) are left out."""
+    auth_api.post("/api/v1/chat", {"message": "hello"}, format="json")
+
+    with CaptureQueriesContext(connection) as captured:
+        response = auth_api.post("/api/v1/chat", {"message": "add a task to buy milk"}, format="json")
+
+    assert response.status_code == 200, response.content
+    statements = [q["sql"] for q in captured.captured_queries]
+    assert savepoints_not_of_audits(statements) == []
+    ours = statements_not_of_audits(statements)
+    # The caller (user and tenant); BEGIN, the conversation and its participant, the
+    # message (seq and row), the queued run, COMMIT; BEGIN, the claim (lock, move), COMMIT;
+    # the history; BEGIN, the tool's task, COMMIT; BEGIN, the reply (seq and row), the run
+    # settled with it, COMMIT.
+    assert len(ours) == 21, "\n".join(ours)
+    assert sum(sql.startswith("BEGIN") or sql == "COMMIT" for sql in ours) == 8
+    assert Task.objects.filter(owner=user, title="buy milk").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_message_post_202_as_served_takes_no_savepoint(auth_api, user):
+    conversation = ConversationFactory(owner=user)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = auth_api.post(
+            f"/api/v1/conversations/{conversation.pk}/messages", {"content": "hello"}, format="json"
+        )
+
+    assert response.status_code == 202, response.content
+    statements = [q["sql"] for q in captured.captured_queries]
+    # The request's own statements end at its COMMIT; after it the embedded (eager) Celery
+    # runs the turn in-process.
+    request_part = statements[: statements.index("COMMIT") + 1] if "COMMIT" in statements else statements
+    assert savepoints_not_of_audits(request_part) == []
+    ours = statements_not_of_audits(request_part)
+    # The caller; BEGIN, the conversation (scope check), the message (seq, row), the run, COMMIT.
+    assert len(ours) == 7, "\n".join(ours)
+    assert AgentRun.objects.filter(conversation=conversation).count() == 1
 
 
 class QueryCounter:
@@ -67,6 +136,6 @@ async def test_websocket_message_send():
     # (and the in-process audit seals after each commit: issue 11).
     # SQLite (the embedded default) spells the run's lock and history reads differently.
     # The handshake is accepted once connect's own reads are done: none of them is counted.
-    expected = 38 if connection.vendor == "postgresql" else 43
+    expected = 27 if connection.vendor == "postgresql" else 32
     assert len(counter.statements) == expected, "\n".join(counter.statements)
     assert await database_sync_to_async(Message.objects.filter(conversation=conversation).count)() == 2

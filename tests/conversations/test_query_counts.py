@@ -12,8 +12,8 @@ from tests.conversations.factories import ConversationFactory, add_messages
 pytestmark = pytest.mark.django_db
 
 # Authentication (the user, then their tenant), the conversation (scope check), the page.
-MESSAGES_LIST_QUERIES = 4
-TURNS_LIST_QUERIES = 4
+MESSAGES_LIST_QUERIES = 3
+TURNS_LIST_QUERIES = 3
 
 
 def runs_for(conversation, count: int) -> None:

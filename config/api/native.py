@@ -1,0 +1,91 @@
+"""Django's built-in middleware, run in the event loop under ASGI.
+
+Django's ``MiddlewareMixin`` is async-capable only in name: under ASGI its ``__acall__``
+runs ``process_request`` and ``process_response`` each through ``sync_to_async`` (and the
+handler adapts ``process_view`` the same way), a thread hop each. Their work is CPU-only
+(headers, cookies, a lazy session and user) except where a request really touches the
+session, which these subclasses check for, hopping to a thread only then:
+
+- ``SessionMiddleware.process_response`` saves a modified session (database);
+- ``MessageMiddleware.process_response`` stores messages that were used or added (the
+  session storage may load the session).
+
+Security, CSRF and X-Frame-Options stay Django's own classes: Django's deploy checks
+(``security.W001``-``W003`` and the HSTS/SSL checks that depend on them) look for their
+exact dotted paths in ``MIDDLEWARE``. Under WSGI these are Django's classes unchanged. See
+docs/overhead.md.
+"""
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.middleware.common import CommonMiddleware
+
+
+class InlineMiddleware:
+    """Mixin for a ``MiddlewareMixin`` subclass: under ASGI its hooks run inline in the
+    event loop; a hook that may do I/O for this request says so in ``needs_thread_*``
+    and is then run in a thread as Django would."""
+
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        if self.async_mode and hasattr(self, "process_view"):
+            # The handler adapts a sync process_view with sync_to_async: give it a coroutine.
+            sync_view = self.process_view
+
+            async def process_view(request, view_func, view_args, view_kwargs):
+                if self.needs_thread_view(request):
+                    return await sync_to_async(sync_view, thread_sensitive=True)(
+                        request, view_func, view_args, view_kwargs
+                    )
+                return sync_view(request, view_func, view_args, view_kwargs)
+
+            self.process_view = process_view
+
+    def needs_thread_request(self, request) -> bool:
+        return False
+
+    def needs_thread_view(self, request) -> bool:
+        return False
+
+    def needs_thread_response(self, request, response) -> bool:
+        return False
+
+    async def __acall__(self, request):
+        response = None
+        if hasattr(self, "process_request"):
+            if self.needs_thread_request(request):
+                response = await sync_to_async(self.process_request, thread_sensitive=True)(request)
+            else:
+                response = self.process_request(request)
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            if self.needs_thread_response(request, response):
+                response = await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+            else:
+                response = self.process_response(request, response)
+        return response
+
+
+class InlineSessionMiddleware(InlineMiddleware, SessionMiddleware):
+    """The session is lazy: nothing is read unless a view reads it. Saving is I/O."""
+
+    def needs_thread_response(self, request, response) -> bool:
+        session = getattr(request, "session", None)
+        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+
+
+class InlineCommonMiddleware(InlineMiddleware, CommonMiddleware):
+    pass
+
+
+class InlineAuthenticationMiddleware(InlineMiddleware, AuthenticationMiddleware):
+    """``request.user`` is lazy: loaded (in a thread, by sync code) only when read."""
+
+
+class InlineMessageMiddleware(InlineMiddleware, MessageMiddleware):
+    def needs_thread_response(self, request, response) -> bool:
+        storage = getattr(request, "_messages", None)
+        return storage is not None and (storage.used or storage.added_new)
