@@ -105,7 +105,7 @@ class WhatsAppSimulator(SimulatorConnector):
     channel = "whatsapp"
     MEDIA_KINDS = (
         MediaKind("image", frozenset({"image/jpeg", "image/png"}), megabytes(5)),
-        MediaKind("video", frozenset({"video/mp4", "video/3gpp"}), megabytes(16)),
+        MediaKind("video", frozenset({"video/mp4", "video/3gpp", "video/3gp"}), megabytes(16)),
         MediaKind(
             "audio", frozenset({"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"}), megabytes(16)
         ),
