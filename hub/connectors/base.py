@@ -54,7 +54,11 @@ def megabytes(n: int) -> int:
 def media_kind_for(channel: str, kinds: tuple[MediaKind, ...], attachment: dict) -> MediaKind:
     """The kind the platform sends ``attachment`` as; ``PermanentError`` naming the file and
     the limit when its type is not taken or it is too large (no retry can fix either)."""
-    name, size, content_type = attachment["name"], attachment["size"], attachment["content_type"]
+    name = attachment.get("name") or attachment.get("id") or "?"
+    size, content_type = attachment.get("size"), attachment.get("content_type")
+    # Messages stored before files existed may hold free-form attachments: not sendable.
+    if isinstance(size, bool) or not isinstance(size, int) or not isinstance(content_type, str):
+        raise PermanentError(f"{channel} cannot send attachment '{name}': it names no file size and type")
     base_type = content_type.split(";")[0].strip().lower()
     kind = next((k for k in kinds if base_type in k.content_types), None)
     if kind is None:

@@ -7,7 +7,8 @@ Files are uploaded through the files API (tests/files/helpers.py)."""
 import pytest
 
 from conversations.models import Conversation, Message
-from hub.connectors import connector_for
+from hub.connectors import PermanentError, connector_for
+from hub.connectors.base import media_kind_for
 from hub.models import ConversationBinding, Delivery, DeliveryAttempt
 from tests.accounts.factories import TenantFactory, UserFactory
 from tests.files.helpers import payload, upload
@@ -263,3 +264,40 @@ def test_broadcast_with_too_many_attachments_is_400(auth_api, whatsapp):
 
     assert_error(response, 400, "validation_error")
     assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("channel", "attachment", "kind_or_error"),
+    [
+        ("whatsapp", {"name": "a.png", "size": 5_000_000, "content_type": "image/png"}, "image"),  # at the limit
+        ("whatsapp", {"name": "a.jpg", "size": 10, "content_type": "IMAGE/JPEG; q=1"}, "image"),
+        ("whatsapp", {"name": "a.mp4", "size": 16_000_000, "content_type": "video/mp4"}, "video"),
+        (
+            "whatsapp",
+            {"name": "a.mp4", "size": 16_000_001, "content_type": "video/mp4"},
+            "over its video limit of 16 MB",
+        ),
+        ("whatsapp", {"name": "a.pdf", "size": 100_000_000, "content_type": "application/pdf"}, "document"),
+        ("whatsapp", {"name": "a.webp", "size": 10, "content_type": "image/webp"}, "does not take attachment 'a.webp'"),
+        ("instagram", {"name": "a.gif", "size": 8_000_000, "content_type": "image/gif"}, "image"),
+        (
+            "instagram",
+            {"name": "a.png", "size": 8_000_001, "content_type": "image/png"},
+            "over its image limit of 8 MB",
+        ),
+        ("instagram", {"name": "a.mov", "size": 25_000_000, "content_type": "video/quicktime"}, "video"),
+        ("instagram", {"name": "a.m4a", "size": 10, "content_type": "audio/mp4"}, "audio"),
+        ("instagram", {"name": "a.pdf", "size": 25_000_001, "content_type": "application/pdf"}, "file limit of 25 MB"),
+        ("instagram", {"url": "legacy free-form"}, "names no file size and type"),
+    ],
+)
+def test_each_platform_maps_types_to_kinds_within_its_limits(channel, attachment, kind_or_error):
+    connector = connector_for(channel)
+
+    try:
+        outcome = media_kind_for(channel, connector.MEDIA_KINDS, attachment).name
+    except PermanentError as exc:
+        outcome = str(exc)
+
+    assert kind_or_error in outcome
+    assert (outcome == kind_or_error) == (kind_or_error in {"image", "video", "audio", "document", "file"})
