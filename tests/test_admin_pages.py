@@ -26,6 +26,7 @@ NOT_ADDED_IN_ADMIN = {
     "audits.auditrecord",
     "audits.auditchain",
     "token_blacklist.outstandingtoken",  # simplejwt: issued tokens come from logins
+    "files.file",  # files come from uploads (declare, chunks, complete)
 }
 
 
