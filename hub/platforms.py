@@ -237,3 +237,38 @@ def instagram_message(*, account_id: str, sender: str, message_id: str, text: st
             }
         ],
     }
+
+
+# ---------------------------------------------------------------- outbound send requests
+# What a real adapter POSTs to the platform's send endpoint; the simulators build the same
+# bodies (and keep them, see ``SimulatorConnector.sent``) so tests see the shapes.
+
+
+def whatsapp_send_text(*, to: str, text: str) -> dict:
+    """WhatsApp Cloud API ``POST /{phone_number_id}/messages``, a text message."""
+    return {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "text",
+        "text": {"body": text},
+    }
+
+
+def whatsapp_send_media(*, to: str, kind: str, link: str, filename: str) -> dict:
+    """A media message (``image`` / ``video`` / ``audio`` / ``document``) that the platform
+    fetches from ``link``; a document carries its file name."""
+    media = {"link": link}
+    if kind == "document":
+        media["filename"] = filename
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": kind, kind: media}
+
+
+def instagram_send_text(*, recipient: str, text: str) -> dict:
+    """Instagram messaging ``POST /me/messages``, a text message."""
+    return {"recipient": {"id": recipient}, "message": {"text": text}}
+
+
+def instagram_send_attachment(*, recipient: str, kind: str, url: str) -> dict:
+    """An attachment (``image`` / ``video`` / ``audio`` / ``file``) fetched from ``url``."""
+    return {"recipient": {"id": recipient}, "message": {"attachment": {"type": kind, "payload": {"url": url}}}}

@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from config.api.fields import ObjectIdField, StrictCharField
 from conversations.models import MAX_MESSAGE_CHARS
-from conversations.serializers import MessageSerializer
+from conversations.serializers import MAX_ATTACHMENTS, MessageSerializer
 
 from .models import ChannelAccount, DeliveryAttempt, MessageStatusChange
 from .services.broadcast import MAX_TARGETS
@@ -61,6 +61,11 @@ class BroadcastTargetSerializer(serializers.Serializer):
 class BroadcastSerializer(serializers.Serializer):
     content = StrictCharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
     targets = BroadcastTargetSerializer(many=True, allow_empty=False, max_length=MAX_TARGETS)
+    # Ids of ready files of the caller's tenant, as on POST /conversations/{id}/messages;
+    # every target's message carries them.
+    attachments = serializers.ListField(
+        child=serializers.UUIDField(), required=False, default=list, max_length=MAX_ATTACHMENTS
+    )
 
     def validate_content(self, value):
         if not value.strip():

@@ -159,5 +159,7 @@ class BroadcastView(APIView):
     @idempotent
     def post(self, request):
         data = _validated(BroadcastSerializer(data=request.data))
-        items = broadcast.message_broadcast(user=request.user, content=data["content"], targets=data["targets"])
+        items = broadcast.message_broadcast(
+            user=request.user, content=data["content"], targets=data["targets"], attachments=data["attachments"]
+        )
         return Response({"results": BroadcastItemSerializer(items, many=True).data}, status=status.HTTP_202_ACCEPTED)

@@ -26,6 +26,10 @@ NOT_ADDED_IN_ADMIN = {
     "audits.auditrecord",
     "audits.auditchain",
     "token_blacklist.outstandingtoken",  # simplejwt: issued tokens come from logins
+    "files.file",  # files come from uploads (declare, chunks, complete)
+    "hub.channelaccount",  # accounts come from the API (the secret is shown once there)
+    "hub.contact",  # contacts come from bindings and inbound webhooks
+    "hub.delivery",  # deliveries come from routing a stored message
 }
 
 

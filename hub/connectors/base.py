@@ -28,8 +28,50 @@ class Outbound:
     address: str
     contact_name: str
     text: str
-    message: dict  # the message as the API renders it
+    message: dict  # the message as the API renders it (its attachments with ``download_url``)
     conversation: dict
+    # The message's attachment descriptors (id, name, size, content_type, sha256,
+    # download_path) plus ``download_url``: absolute when HUB_WEBHOOK_BASE_URL is set.
+    attachments: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class MediaKind:
+    """One kind of media a platform takes: its name in the platform's payload, the content
+    types it accepts and its largest size in bytes."""
+
+    name: str
+    content_types: frozenset[str]
+    max_bytes: int
+
+
+def megabytes(n: int) -> int:
+    """The platforms write their limits in MB; read as decimal megabytes, the smaller
+    reading, so a file we send is never over the platform's limit."""
+    return n * 1000 * 1000
+
+
+def media_kind_for(channel: str, kinds: tuple[MediaKind, ...], attachment: dict) -> MediaKind:
+    """The kind the platform sends ``attachment`` as; ``PermanentError`` naming the file and
+    the limit when its type is not taken or it is too large (no retry can fix either)."""
+    name = attachment.get("name") or attachment.get("id") or "?"
+    size, content_type = attachment.get("size"), attachment.get("content_type")
+    # Messages stored before files existed may hold free-form attachments: not sendable.
+    if isinstance(size, bool) or not isinstance(size, int) or not isinstance(content_type, str):
+        raise PermanentError(f"{channel} cannot send attachment '{name}': it names no file size and type")
+    base_type = content_type.split(";")[0].strip().lower()
+    kind = next((k for k in kinds if base_type in k.content_types), None)
+    if kind is None:
+        accepted = ", ".join(sorted(t for k in kinds for t in k.content_types))
+        raise PermanentError(
+            f"{channel} does not take attachment '{name}' of type {content_type} (accepted: {accepted})"
+        )
+    if size > kind.max_bytes:
+        raise PermanentError(
+            f"{channel} refuses attachment '{name}': {size} bytes is over its {kind.name} limit of "
+            f"{kind.max_bytes // 1_000_000} MB ({kind.max_bytes} bytes)"
+        )
+    return kind
 
 
 class Connector:

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from config.core.errors import Forbidden, NotFound
 from conversations import services as conversation_services
+from conversations.attachments import attachments_resolve
 from conversations.models import Message
 
 from .. import selectors
@@ -24,12 +25,18 @@ class BroadcastItem:
 
 
 @transaction.atomic
-def message_broadcast(*, user, content: str, targets: list[dict]) -> list[BroadcastItem]:
+def message_broadcast(
+    *, user, content: str, targets: list[dict], attachments: list | None = None
+) -> list[BroadcastItem]:
     """All or nothing: every account must be the caller's tenant's (else 404 naming it)
-    before anything is stored. Tenant owners and admins only."""
+    and every attachment a ready file of the tenant (else 400 ``invalid_attachment``, as on
+    the 202 path) before anything is stored. Each target's message carries the same
+    attachments. Tenant owners and admins only."""
     if not user.is_tenant_admin:
         raise Forbidden("Only the tenant's owners and admins may broadcast.")
     conversation_services.check_content(content)
+    attachments = list(attachments or [])
+    attachments_resolve(tenant_id=user.tenant_id, file_ids=attachments)  # checked once, up front
     accounts = {}
     for target in targets:
         account_id = target["channel_account_id"]
@@ -43,6 +50,8 @@ def message_broadcast(*, user, content: str, targets: list[dict]) -> list[Broadc
         account = accounts[target["channel_account_id"]]
         contact = bindings.contact_get_or_create(account=account, address=target["address"])
         binding, _ = bindings.binding_open(account=account, contact=contact, owner=user)
-        message, _ = conversation_services.message_send(conversation=binding.conversation, user=user, content=content)
+        message, _ = conversation_services.message_send(
+            conversation=binding.conversation, user=user, content=content, attachments=attachments
+        )
         items.append(BroadcastItem(account.pk, contact.address, binding.conversation_id, message))
     return items

@@ -173,9 +173,19 @@ def delivery_claim(*, delivery_id: int, claim: str) -> tuple[Delivery, bool]:
     return delivery, True
 
 
+def attachment_outbound(attachment: dict) -> dict:
+    """A stored attachment descriptor as connectors get it: plus ``download_url``, the
+    download path made absolute with ``HUB_WEBHOOK_BASE_URL`` (the app's public URL) when
+    it is set, else the path itself."""
+    base = settings.HUB_WEBHOOK_BASE_URL
+    path = attachment.get("download_path", "")
+    return {**attachment, "download_url": f"{base.rstrip('/')}{path}" if base else path}
+
+
 def _outbound(delivery: Delivery) -> Outbound:
     message = Message.objects.select_related("conversation").get(pk=delivery.message_id)
     account, contact = delivery.account, delivery.contact
+    attachments = tuple(attachment_outbound(a) for a in message.attachments or ())
     return Outbound(
         delivery_id=delivery.pk,
         external_id=delivery.external_id,
@@ -186,7 +196,8 @@ def _outbound(delivery: Delivery) -> Outbound:
         address=contact.address,
         contact_name=contact.name,
         text=message.content,
-        message=message_data(message),
+        message={**message_data(message), "attachments": list(attachments)},
+        attachments=attachments,
         conversation={
             "id": message.conversation_id,
             "title": message.conversation.title,
