@@ -54,6 +54,14 @@ def turn_begin(
         conversation = conversation_selectors.conversation_get(
             tenant=user.tenant_id, user=user, conversation_id=conversation_id
         )
+    # A new conversation is always on the api channel; a bound one is refused (409) before
+    # any write: the block below takes no savepoint, so nothing expected may fail in it.
+    bound = conversation is not None and conversation.channel != Conversation.Channel.API
+    if bound and not unanswered_ok:
+        raise Conflict(
+            "This conversation is bound to an external channel: post to its messages instead.",
+            code="conversation_bound",
+        )
     # No savepoint when nested (turn_enqueue): nothing expected fails inside.
     with transaction.atomic(savepoint=False):
         if conversation is None:
@@ -65,12 +73,6 @@ def turn_begin(
             attachments=attachments,
             client_message_id=client_message_id,
         )
-        bound = conversation.channel != Conversation.Channel.API
-        if bound and not unanswered_ok:
-            raise Conflict(
-                "This conversation is bound to an external channel: post to its messages instead.",
-                code="conversation_bound",
-            )
         run = None if created else message.triggered_runs.order_by("-id").first()
         if run is None and not bound:
             run = AgentRun.objects.create(
