@@ -16,28 +16,43 @@ logger = logging.getLogger(__name__)
 SEAL_PENDING_KEY = "audits:seal-pending"
 
 
-@shared_task(ignore_result=True)
+# acks_late off (the project's default is on): the message is acknowledged when the task
+# starts, and it is sent without a countdown, so a seal never sits unacknowledged in a
+# worker. An unacknowledged message when the broker connection drops makes kombu restore it
+# on close, which fails (AttributeError on the released connection) and kills the worker:
+# with a seal behind nearly every request, a Redis blip stopped the worker. A lost seal is
+# harmless: the sealer is idempotent and the beat entry seals what is left.
+@shared_task(ignore_result=True, acks_late=False)
 def seal_chains() -> int:
     """Seals every chain's committed backlog, in order (``services.audit_seal_chains``).
     Idempotent: concurrent runs queue on each chain's row lock and the later one finds
-    nothing left. Returns the number of records sealed."""
+    nothing left. Returns the number of records sealed.
+
+    The pending key is cleared first, before the sealer reads the backlog: a commit that
+    still found it set (and sent no task) committed before that read, so this run seals it;
+    a commit after the clear sends the next task."""
+    try:
+        cache.delete(SEAL_PENDING_KEY)
+    except Exception:  # noqa: BLE001 - the cache is down: the key expires by itself
+        logger.warning("could not clear the seal-pending key", exc_info=True)
     return services.audit_seal_chains()
 
 
 def request_seal() -> None:
     """Runs after an audited transaction commits (``audits.sealing.seal_after_commit``).
 
-    Embedded (Celery eager, no broker): seals now, in this process. On the real stack: one
-    ``seal_chains`` task per AUDIT_SEAL_DELAY_SECONDS window. The window's key is set
-    before the task is sent with a countdown equal to the window, so the task starts after
-    the key expires, hence after every commit that found the key set and relied on it."""
+    Embedded (Celery eager, no broker): seals now, in this process. On the real stack: the
+    commit that sets the pending key sends one ``seal_chains`` task, at once (no countdown:
+    see ``seal_chains``); commits while the key is set ride on that task, which clears the
+    key before it reads the backlog. The key expires after AUDIT_SEAL_DELAY_SECONDS anyway,
+    so a lost task holds later commits back for that long at most."""
     if current_app.conf.task_always_eager:
         services.audit_seal_chains()
         return
     delay = settings.AUDIT_SEAL_DELAY_SECONDS
     try:
         if cache.add(SEAL_PENDING_KEY, 1, timeout=delay):
-            seal_chains.apply_async(countdown=delay, expires=delay + settings.AUDIT_SEAL_INTERVAL_SECONDS)
+            seal_chains.apply_async(expires=delay + settings.AUDIT_SEAL_INTERVAL_SECONDS)
     except Exception:  # noqa: BLE001 - Redis or the broker down: the beat entry seals later
         cache_problem = "audit seal not scheduled (broker or cache unavailable); the periodic seal will catch up"
         logger.warning(cache_problem, exc_info=True)

@@ -9,6 +9,8 @@ from accounts.models import Tenant, User
 from audits.services import audit_record
 from chat.models import AgentRun, Task
 from conversations.models import Conversation, Message
+from files.services import file_create
+from hub.services.accounts import channel_account_create
 from tests.accounts.factories import UserFactory
 from tests.chat.factories import AgentRunFactory, TaskFactory
 from tests.conversations.factories import ConversationFactory, add_messages
@@ -26,17 +28,23 @@ NOT_ADDED_IN_ADMIN = {
     "audits.auditrecord",
     "audits.auditchain",
     "token_blacklist.outstandingtoken",  # simplejwt: issued tokens come from logins
-    "files.file",  # files come from uploads (declare, chunks, complete)
-    "hub.channelaccount",  # accounts come from the API (the secret is shown once there)
-    "hub.contact",  # contacts come from bindings and inbound webhooks
-    "hub.delivery",  # deliveries come from routing a stored message
+    "files.file",  # uploads come through the chunked upload API
+    "hub.channelaccount",  # created through the API (it returns the secret once)
+    "hub.contact",  # created by bindings and inbound messages
+    "hub.delivery",  # created by routing a message
 }
 
 
 @pytest.fixture
-def rows(db):
+def rows(db, settings, tmp_path):
+    settings.FILES_STORAGE = "local"
+    settings.FILES_LOCAL_ROOT = tmp_path / "files"
     conversation = ConversationFactory()
     add_messages(conversation, 2)
+    # The hub's and the files' admin pages too, with a row each (their change pages).
+    owner = UserFactory(tenant=conversation.tenant, role=User.Role.OWNER)
+    channel_account_create(user=owner, channel="whatsapp", name="Support", external_id="15550002222", settings={})
+    file_create(user=conversation.owner, filename="a.pdf", size=3, content_type="application/pdf", sha256="0" * 64)
     run = AgentRunFactory(conversation=conversation, status=AgentRun.Status.FAILED, error="boom")
     TaskFactory(owner=conversation.owner)
     audit_record(tenant=conversation.tenant, actor=conversation.owner, action="test.made", resource_type="t")
@@ -70,6 +78,7 @@ def test_every_admin_page_loads_for_staff(admin_client, rows):
         checked.append(model._meta.label)
 
     assert {"conversations.Conversation", "conversations.Message", "chat.AgentRun", "accounts.User"} <= set(checked)
+    assert {"files.File", "hub.ChannelAccount", "hub.Contact", "hub.Delivery"} <= set(checked)
 
 
 def test_no_admin_page_is_shown_to_a_signed_in_user_who_is_not_staff(rows):

@@ -54,8 +54,8 @@ def turn_begin(
         conversation = conversation_selectors.conversation_get(
             tenant=user.tenant_id, user=user, conversation_id=conversation_id
         )
-    # Refused before the block: an error raised inside a block without a savepoint dooms
-    # the caller's whole transaction, not just this block.
+    # A new conversation is always on the api channel; a bound one is refused (409) before
+    # any write: the block below takes no savepoint, so nothing expected may fail in it.
     bound = conversation is not None and conversation.channel != Conversation.Channel.API
     if bound and not unanswered_ok:
         raise Conflict(

@@ -153,3 +153,68 @@ def test_register_chat_stream_drop_resume_and_reload_in_a_browser(local_server, 
     page.reload()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     page.close()
+
+
+def test_refused_sockets_do_not_make_the_page_reconnect_in_a_loop(stack, chromium):
+    """The server accepts a refused socket only to close it with its code, so the page sees
+    an open before every refusal. Over the per-user socket cap (4409) a second tab says why
+    and stops (it reconnects when seen again, once a socket is free); a token the server
+    keeps refusing (4401) is retried a bounded number of times, never in a tight loop."""
+    from playwright.sync_api import expect
+
+    stack.env["AGENT_PROVIDER"] = "local"
+    stack.env["REALTIME_MAX_SOCKETS_PER_USER"] = "1"
+    base = stack.start_daphne() and stack.base_url
+    email = f"cap-{uuid.uuid4().hex[:8]}@example.com"
+    context = chromium.new_context(viewport=PHONE)
+    first = context.new_page()
+    first.set_default_timeout(TIMEOUT_MS)
+    first.goto(base + "/")
+    first.get_by_label("Your name").fill("Grace")
+    first.get_by_label("Organisation").fill("Compilers")
+    first.get_by_label("Email", exact=True).nth(1).fill(email)
+    first.get_by_label("Password (at least 8 characters)").fill(PASSWORD)
+    first.get_by_role("button", name="Register").click()
+    first.get_by_role("textbox", name="Message").fill("hello")
+    first.get_by_role("textbox", name="Message").press("Enter")
+    expect(first.locator(".msg.user")).to_have_count(1)
+    expect(first.locator("#connection")).to_have_text("Connected")
+
+    # A second tab of the same session opens the same conversation: refused with 4409.
+    second = context.new_page()
+    second.set_default_timeout(TIMEOUT_MS)
+    attempts: list[str] = []
+    second.on("websocket", lambda ws: attempts.append(ws.url))
+    second.goto(base + "/")
+    expect(second.locator("#connection")).to_contain_text("too many open windows")
+    second.wait_for_timeout(3_000)
+    assert len(attempts) == 1, attempts  # no reconnecting into the same refusal
+    expect(second.locator("#connection")).to_contain_text("too many open windows")
+
+    # The first tab closes; the second, seen again, connects.
+    first.close()
+    second.wait_for_timeout(500)
+    second.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    expect(second.locator("#connection")).to_have_text("Connected")
+    assert len(attempts) == 2, attempts
+    second.close()
+
+    # A server that keeps refusing the token (4401): a forced refresh, then backoff.
+    third = context.new_page()
+    third.set_default_timeout(TIMEOUT_MS)
+    routes: list = []  # mocked sockets: open (as the server accepts them), then closed 4401
+
+    def hold(route):
+        routes.append(route)
+
+    third.route_web_socket(re.compile(r".*/ws/v1/conversations/.*"), hold)
+    third.goto(base + "/")
+    closed = 0
+    for _ in range(60):  # 3 s
+        third.wait_for_timeout(50)
+        for route in routes[closed:]:
+            route.close(code=4401, reason="unauthenticated")
+        closed = len(routes)
+    assert 2 <= len(routes) <= 4, len(routes)
+    expect(third.locator("#connection")).to_contain_text("reconnecting")
+    context.close()
