@@ -20,6 +20,7 @@ from .serializers import (
     TokenPairSerializer,
     UserCreateSerializer,
     UserSerializer,
+    me_body,
 )
 
 
@@ -72,7 +73,7 @@ class LogoutView(APIView):
 class MeView(APIView):
     @extend_schema(responses={200: MeSerializer}, operation_id="auth_me")
     def get(self, request):
-        return Response(MeSerializer({"user": request.user, "tenant": request.user.tenant}).data)
+        return Response(me_body(request.user))
 
 
 class UserViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):

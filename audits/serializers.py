@@ -45,6 +45,63 @@ class AuditRecordSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# The list's rows come from ``.values()`` and are turned into the body by
+# ``audit_record_rows``: the same JSON as ``AuditRecordSerializer`` (a test compares the two
+# on the same records) without building a ModelSerializer and its fields per request and
+# a model instance per row (the largest cost of a list page in the profile; docs/overhead.md).
+AUDIT_ROW_FIELDS = (
+    "id",
+    "tenant_id",
+    "actor_id",
+    "actor_label",
+    "action",
+    "source",
+    "resource_type",
+    "resource_id",
+    "details",
+    "request_id",
+    "ip",
+    "user_agent",
+    "created_at",
+    "chain_seq",
+    "prev_hash",
+    "hash",
+    "hash_version",
+    "sealed_at",
+)
+
+_DATETIME = serializers.DateTimeField(read_only=True)
+
+
+def audit_record_rows(rows) -> list[dict]:
+    """``AuditRecordSerializer(many=True).data`` for rows of ``.values(*AUDIT_ROW_FIELDS)``."""
+    when = _DATETIME.to_representation
+    return [
+        {
+            "id": row["id"],
+            "tenant_id": row["tenant_id"],
+            "actor_id": row["actor_id"],
+            "actor_email": row["actor_label"],
+            "action": row["action"],
+            "source": row["source"],
+            "resource_type": row["resource_type"],
+            "resource_id": row["resource_id"],
+            "details": row["details"],
+            "request_id": row["request_id"],
+            "ip": row["ip"],
+            "user_agent": row["user_agent"],
+            "created_at": when(row["created_at"]),
+            "chain_seq": row["chain_seq"],
+            "prev_hash": row["prev_hash"],
+            "hash": row["hash"],
+            "hash_version": row["hash_version"],
+            "sealed": row["chain_seq"] is not None,
+            "sealed_at": when(row["sealed_at"]) if row["sealed_at"] is not None else None,
+        }
+        for row in rows
+    ]
+
+
 class AuditRecordCreateSerializer(serializers.Serializer):
     """A custom event from an API client: its action lives under ``custom.``."""
 

@@ -12,10 +12,12 @@ from config.api.views import TenantScopedViewSet
 
 from . import exports, selectors, services
 from .serializers import (
+    AUDIT_ROW_FIELDS,
     AuditExportParamsSerializer,
     AuditRecordCreateSerializer,
     AuditRecordFilterSerializer,
     AuditRecordSerializer,
+    audit_record_rows,
 )
 
 
@@ -35,8 +37,9 @@ class AuditRecordViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
         params = AuditRecordFilterSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         records = selectors.audit_record_filter(self.get_queryset(), params.validated_data)
-        page = self.paginate_queryset(records)
-        return self.get_paginated_response(AuditRecordSerializer(page, many=True).data)
+        # Plain rows, not model instances through a ModelSerializer: same body (pinned).
+        page = self.paginate_queryset(records.values(*AUDIT_ROW_FIELDS))
+        return self.get_paginated_response(audit_record_rows(page))
 
     @extend_schema(request=AuditRecordCreateSerializer, responses={201: AuditRecordSerializer})
     @idempotent

@@ -29,8 +29,9 @@ What the caller gets, per (tenant, user, key):
 
 Why a table and not only the view's transaction: chat commits the user message before
 the agent runs and message creation enqueues Celery on commit, so the work cannot share
-one transaction with the key. The key row is inserted first, in its own short
-transaction; the unique constraint decides which of two concurrent duplicates runs.
+one transaction with the key. The key row is inserted first, in one statement of its own
+(`INSERT ... ON CONFLICT DO NOTHING RETURNING id`); the unique constraint decides which of two
+concurrent duplicates runs.
 A row left ``in_progress`` by a crashed process is taken over after
 ``IDEMPOTENCY_LOCK_SECONDS``.
 
@@ -50,7 +51,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connections, router
 from django.http import HttpResponse
 from django.http.request import RawPostDataException
 from django.utils import timezone
@@ -152,20 +153,21 @@ def _claim(*, user, key: str, fingerprint: str, request):
     for attempt in range(polls + 1):
         now = timezone.now()
         token = uuid.uuid4().hex
-        try:
-            with transaction.atomic():
-                return IdempotencyKey.objects.create(
-                    **scope,
-                    fingerprint=fingerprint,
-                    method=request.method,
-                    path=request.path[:500],
-                    lock_token=token,
-                    locked_at=now,
-                    created_at=now,
-                    expires_at=now + timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS),
-                )
-        except IntegrityError:
-            pass  # the key exists: decide from its row
+        claimed = _insert_unless_exists(
+            IdempotencyKey(
+                **scope,
+                fingerprint=fingerprint,
+                method=request.method,
+                path=request.path[:500],
+                lock_token=token,
+                locked_at=now,
+                created_at=now,
+                expires_at=now + timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS),
+            )
+        )
+        if claimed is not None:
+            return claimed
+        # The key exists: decide from its row.
 
         existing = IdempotencyKey.objects.filter(**scope).first()
         if existing is None:
@@ -201,6 +203,34 @@ def _claim(*, user, key: str, fingerprint: str, request):
         {"header": HEADER},
         headers={"Retry-After": "1"},
     )
+
+
+def _insert_unless_exists(row: IdempotencyKey) -> IdempotencyKey | None:
+    """Inserts ``row`` and returns it with its id, or None when (tenant, user, key) exists.
+
+    One statement, ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``: the unique
+    constraint still decides between concurrent duplicates, but a replay no longer costs a
+    failing INSERT in its own transaction (BEGIN, INSERT, unique violation, ROLLBACK) and an
+    IntegrityError raised and caught, and a first request no BEGIN/COMMIT around its one
+    INSERT (docs/overhead.md, "Idempotent replay")."""
+    meta = IdempotencyKey._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    connection = connections[router.db_for_write(IdempotencyKey)]
+    quote = connection.ops.quote_name
+    values = [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT DO NOTHING RETURNING {quote(meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        inserted = cursor.fetchone()
+    if inserted is None:
+        return None
+    row.pk = inserted[0]
+    row._state.adding = False
+    row._state.db = connection.alias
+    return row
 
 
 def _complete(claim: IdempotencyKey, response) -> None:

@@ -1,6 +1,10 @@
+import json
+
 import pytest
+from django.core.serializers.json import DjangoJSONEncoder
 
 from accounts.models import Tenant, User
+from accounts.serializers import MeSerializer
 from tests.accounts.factories import PASSWORD, TenantFactory, UserFactory
 from tests.helpers import assert_error, client_for
 
@@ -83,6 +87,18 @@ def test_login_returns_tokens_that_authenticate_me(api):
     assert me.status_code == 200
     assert me.json()["user"]["id"] == user.id
     assert me.json()["tenant"]["id"] == user.tenant_id
+
+
+def test_me_body_is_the_me_serializers_field_for_field(user):
+    # The view answers with accounts.serializers.me_body (a plain dict); MeSerializer stays
+    # the schema: both give the same JSON, keys in the same order.
+    response = client_for(user).get("/api/v1/auth/me")
+
+    assert response.status_code == 200
+    expected = json.loads(json.dumps(MeSerializer({"user": user, "tenant": user.tenant}).data, cls=DjangoJSONEncoder))
+    assert response.json() == expected
+    assert [list(part) for part in response.json().values()] == [list(part) for part in expected.values()]
+    assert response.json()["user"]["email"] == user.email and response.json()["tenant"]["tier"] == user.tenant.tier
 
 
 def test_login_wrong_password_is_401(api):

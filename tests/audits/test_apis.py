@@ -9,6 +9,7 @@ from freezegun import freeze_time
 from accounts.models import User
 from accounts.services import tokens_for
 from audits.models import AuditRecord
+from audits.serializers import AuditRecordSerializer
 from audits.services import audit_record, audit_seal_chains
 from tests.accounts.factories import PASSWORD, TenantFactory, UserFactory
 from tests.audits.factories import make_records
@@ -169,6 +170,29 @@ def test_owner_lists_the_tenants_records_newest_first(user):
     assert row["actor_id"] == user.id and row["actor_email"] == user.email
     assert row["hash"] == mine.hash and row["chain_seq"] == 1
     assert row["sealed"] is True and row["sealed_at"] is not None
+
+
+def test_list_rows_are_the_serializers_body_field_for_field(user):
+    # The list builds its rows from .values() (audits.serializers.audit_record_rows); the
+    # detail still uses AuditRecordSerializer: the same JSON for the same record, sealed
+    # and unsealed, details, ip and user agent included.
+    make_records(user.tenant, 2, actor=user, details={"n": [1, "two", None], "nested": {"x": 1.5}})
+    unsealed = audit_record(tenant=user.tenant, actor=user, action="custom.unsealed", details={"a": "é"})
+    client = client_for(user)
+
+    listed = client.get("/api/v1/audits", HTTP_USER_AGENT=UA)
+
+    assert listed.status_code == 200
+    rows = listed.json()["results"]
+    assert len(rows) == 3 and rows[0]["id"] == unsealed.id and rows[0]["sealed"] is False
+    assert rows[0]["chain_seq"] is None and rows[0]["sealed_at"] is None and rows[1]["sealed"] is True
+    for row in rows:
+        detail = client.get(f"/api/v1/audits/{row['id']}")
+        assert detail.status_code == 200
+        assert row == detail.json()
+        assert list(row) == list(detail.json())
+    expected = AuditRecordSerializer(AuditRecord.objects.filter(pk__in=[r["id"] for r in rows]), many=True).data
+    assert sorted(rows, key=lambda r: r["id"]) == sorted(json.loads(json.dumps(expected)), key=lambda r: r["id"])
 
 
 def test_member_sees_only_records_they_acted_in(tenant):

@@ -5,6 +5,7 @@ import threading
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
 from prometheus_client import REGISTRY
@@ -44,6 +45,26 @@ def test_same_key_and_body_replays_the_first_response_and_creates_nothing(auth_a
     assert second["X-Request-ID"] != first["X-Request-ID"]
     assert User.objects.filter(email="grace@example.com").count() == 1
     assert replays() == before + 1
+
+
+def test_a_claim_and_a_replay_cost_one_statement_each_on_the_key_and_no_rollback(auth_api):
+    # The claim is one INSERT ... ON CONFLICT DO NOTHING RETURNING: a first request has no
+    # SAVEPOINT/RELEASE around it, a replay no failing INSERT rolled back, only the claim
+    # attempt and the SELECT of the stored response.
+    with CaptureQueriesContext(connection) as first_queries:
+        first = post(auth_api, USERS, NEW_USER, "key-q")
+    with CaptureQueriesContext(connection) as replay_queries:
+        second = post(auth_api, USERS, NEW_USER, "key-q")
+
+    assert first.status_code == 201 and second["Idempotent-Replayed"] == "true"
+    first_sql = [query["sql"] for query in first_queries.captured_queries]
+    replay_sql = [query["sql"] for query in replay_queries.captured_queries]
+    claims = [sql for sql in first_sql if "idempotencykey" in sql and sql.startswith("INSERT")]
+    assert len(claims) == 1 and "ON CONFLICT DO NOTHING" in claims[0]
+    on_keys = [sql for sql in replay_sql if "idempotencykey" in sql]
+    assert [sql.split()[0] for sql in on_keys] == ["INSERT", "SELECT"]
+    assert not any(sql.startswith(("SAVEPOINT", "ROLLBACK")) for sql in replay_sql)
+    assert IdempotencyKey.objects.filter(key="key-q").count() == 1
 
 
 def test_both_path_spellings_are_one_request(auth_api):

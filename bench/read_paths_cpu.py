@@ -1,0 +1,131 @@
+"""CPU cost of the read paths, one request at a time through the whole ASGI application.
+
+    .venv/bin/python bench/read_paths_cpu.py [--requests 300] [--before DIR]
+
+Runs against the database ``make bench`` seeded (BENCH_DATABASE_URL / BENCH_REDIS_URL, or
+DATABASE_URL / REDIS_URL): its enterprise owner ``owner@bench.example`` and the million
+audit rows. Each tree (this one, and ``--before DIR``, another checkout of the code) runs
+in its own process; the figure is the median of five rounds of ``--requests`` requests of
+CPU time per request (``time.process_time``, every thread of the process), which a
+shared machine's load moves far less than wall-clock throughput. Scenarios: ``GET
+/api/v1/auth/me``, the audits list page 1 (20 rows) and a 50-row page, the idempotent
+replay (``POST /api/v1/conversations/``, the same key and body: one creation, then
+replays).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import asyncio, json, os, secrets, statistics, sys, time
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+import django
+django.setup()
+from accounts.models import User
+from accounts.services import tokens_for
+from config.asgi import application
+
+N = int(sys.argv[1])
+token = tokens_for(User.objects.get(email="owner@bench.example")).access
+replay_key = "cpu-replay-" + secrets.token_hex(4)
+
+
+async def one(method, path, query=b"", body=b"", extra=()):
+    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode()), *extra]
+    if body:
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
+             "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 80)}
+    status, sent, done = [], [], asyncio.Event()
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        elif message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    await application(scope, receive, send)
+    return status[0]
+
+
+async def run(args, expect):
+    for _ in range(30):
+        await one(*args)
+    rounds = []
+    for _ in range(5):
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(N):
+            got = await one(*args)
+            assert got == expect, (args, got)
+        rounds.append(((time.process_time() - cpu) / N * 1e6, (time.perf_counter() - wall) / N * 1e6))
+    return {"cpu_us": statistics.median(r[0] for r in rounds), "wall_us": statistics.median(r[1] for r in rounds)}
+
+
+async def main():
+    out = {}
+    for name, args, expect in (
+        ("GET /api/v1/auth/me", ("GET", "/api/v1/auth/me"), 200),
+        ("GET /api/v1/audits/ (20 rows)", ("GET", "/api/v1/audits/"), 200),
+        ("GET /api/v1/audits/ (50 rows)", ("GET", "/api/v1/audits/", b"page_size=50"), 200),
+        ("idempotent replay", ("POST", "/api/v1/conversations/", b"", b'{"title": "replayed"}',
+                               [(b"idempotency-key", replay_key.encode())]), 201),
+    ):
+        out[name] = await run(args, expect)
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def measure(tree: Path, requests: int) -> dict:
+    env = {
+        **os.environ,
+        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", os.environ.get("DATABASE_URL", "")),
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", os.environ.get("REDIS_URL", "")),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECURE": "false",
+        "RATE_LIMIT_ENTERPRISE": "100000000",
+        "LOG_LEVEL": "INFO",  # as production (and the bench): one JSON line a request
+    }
+    env.pop("CI", None)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(requests)], cwd=tree, env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"{tree}: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--before", type=Path, default=None)
+    args = parser.parse_args()
+    trees = ([("before", args.before)] if args.before else []) + [("this tree", ROOT)]
+    results = {label: measure(tree, args.requests) for label, tree in trees}
+    print(f"{'scenario':<32} " + " ".join(f"{label + ' cpu/wall us':>28}" for label, _ in trees))
+    for name in results[trees[0][0]]:
+        cells = " ".join(
+            f"{results[label][name]['cpu_us']:>15.0f} /{results[label][name]['wall_us']:>10.0f}" for label, _ in trees
+        )
+        print(f"{name:<32} {cells}")
+
+
+if __name__ == "__main__":
+    main()
