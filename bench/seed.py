@@ -53,9 +53,6 @@ def _fill_expression(field, *, owner_id: int, rows: int) -> tuple[str, list]:
         "ip": ("'127.0.0.1'", []),
         "user_agent": ("'bench'", []),
         "created_at": (f"now() - {spread}", [rows]),
-        # Sealed as the sealer would have: the rows are the chain's history, not a backlog
-        # (an unsealed million would keep the sealer busy through the whole run).
-        "sealed_at": (f"now() - {spread}", [rows]),
         "chain_seq": ("g", []),
         "prev_hash": ("md5((g - 1)::text) || md5((g - 1)::text)", []),
         "hash": ("md5(g::text) || md5(g::text)", []),
