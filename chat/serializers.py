@@ -1,3 +1,5 @@
+import functools
+
 from rest_framework import serializers
 
 from config.api.fields import ObjectIdField, StrictCharField
@@ -69,6 +71,18 @@ class AgentRunSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+
+@functools.cache
+def _run_renderer() -> AgentRunSerializer:
+    # Built once, as conversations.serializers.message_data's renderer: the same fields.
+    return AgentRunSerializer()
+
+
+def run_data(run: AgentRun) -> dict:
+    """A run as the REST API renders it (``AgentRunSerializer(run).data``), without
+    building the serializer's fields again for each run."""
+    return dict(_run_renderer().to_representation(run))
 
 
 class MessageAcceptedSerializer(serializers.Serializer):

@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from chat import selectors as chat_selectors
-from chat.serializers import AgentRunSerializer, MessageAcceptedSerializer
+from chat.serializers import AgentRunSerializer, MessageAcceptedSerializer, run_data
 from chat.services import turns
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import TenantScopedViewSet
@@ -21,6 +21,7 @@ from .serializers import (
     MessageCreateSerializer,
     MessageListQuerySerializer,
     MessageSerializer,
+    message_data,
 )
 
 
@@ -107,8 +108,9 @@ class ConversationViewSet(
         data.is_valid(raise_exception=True)
         turn = turns.turn_enqueue(user=request.user, conversation_id=pk, **data.validated_data)
         # No run in a conversation bound to a channel: the message goes to the contact.
-        run = AgentRunSerializer(turn.run).data if turn.run is not None else None
-        body = {"message": MessageSerializer(turn.message).data, "run": run}
+        # Rendered by the serializers' fields built once (message_data, run_data).
+        run = run_data(turn.run) if turn.run is not None else None
+        body = {"message": message_data(turn.message), "run": run}
         return Response(body, status=status.HTTP_202_ACCEPTED if turn.created else status.HTTP_200_OK)
 
     @extend_schema(request=None, responses=MessageSerializer)
