@@ -10,10 +10,13 @@ session, which these subclasses check for, hopping to a thread only then:
 - ``MessageMiddleware.process_response`` stores messages that were used or added (the
   session storage may load the session).
 
-Security, CSRF and X-Frame-Options stay Django's own classes: Django's deploy checks
-(``security.W001``-``W003`` and the HSTS/SSL checks that depend on them) look for their
-exact dotted paths in ``MIDDLEWARE``. Under WSGI these are Django's classes unchanged. See
-docs/overhead.md.
+- ``CsrfViewMiddleware`` reads the secret from the session with ``CSRF_USE_SESSIONS``.
+
+Django's deploy checks (``security.W001``-``W003`` and the HSTS, SSL, nosniff, referrer and
+X-Frame checks that depend on them) look for Django's exact dotted paths in ``MIDDLEWARE``;
+``config/api/checks.py`` runs them again with these classes counted as Django's, so
+``check --deploy`` keeps every one of them. Under WSGI these are Django's classes unchanged.
+See docs/overhead.md.
 """
 
 from asgiref.sync import sync_to_async
@@ -21,7 +24,21 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
+from django.middleware.csrf import CsrfViewMiddleware
+from django.middleware.security import SecurityMiddleware
+
+# Each Inline* class here and the Django class whose deploy checks apply to it.
+DJANGO_EQUIVALENTS = {
+    "config.api.native.InlineSecurityMiddleware": "django.middleware.security.SecurityMiddleware",
+    "config.api.native.InlineSessionMiddleware": "django.contrib.sessions.middleware.SessionMiddleware",
+    "config.api.native.InlineCommonMiddleware": "django.middleware.common.CommonMiddleware",
+    "config.api.native.InlineCsrfViewMiddleware": "django.middleware.csrf.CsrfViewMiddleware",
+    "config.api.native.InlineAuthenticationMiddleware": "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "config.api.native.InlineMessageMiddleware": "django.contrib.messages.middleware.MessageMiddleware",
+    "config.api.native.InlineXFrameOptionsMiddleware": "django.middleware.clickjacking.XFrameOptionsMiddleware",
+}
 
 
 class InlineMiddleware:
@@ -69,6 +86,10 @@ class InlineMiddleware:
         return response
 
 
+class InlineSecurityMiddleware(InlineMiddleware, SecurityMiddleware):
+    pass
+
+
 class InlineSessionMiddleware(InlineMiddleware, SessionMiddleware):
     """The session is lazy: nothing is read unless a view reads it. Saving is I/O."""
 
@@ -81,6 +102,18 @@ class InlineCommonMiddleware(InlineMiddleware, CommonMiddleware):
     pass
 
 
+class InlineCsrfViewMiddleware(InlineMiddleware, CsrfViewMiddleware):
+    def needs_thread_request(self, request) -> bool:
+        return settings.CSRF_USE_SESSIONS
+
+    def needs_thread_view(self, request) -> bool:
+        # A form POST reads its body (request.POST) for the token; sessions are I/O.
+        return settings.CSRF_USE_SESSIONS
+
+    def needs_thread_response(self, request, response) -> bool:
+        return settings.CSRF_USE_SESSIONS
+
+
 class InlineAuthenticationMiddleware(InlineMiddleware, AuthenticationMiddleware):
     """``request.user`` is lazy: loaded (in a thread, by sync code) only when read."""
 
@@ -89,3 +122,7 @@ class InlineMessageMiddleware(InlineMiddleware, MessageMiddleware):
     def needs_thread_response(self, request, response) -> bool:
         storage = getattr(request, "_messages", None)
         return storage is not None and (storage.used or storage.added_new)
+
+
+class InlineXFrameOptionsMiddleware(InlineMiddleware, XFrameOptionsMiddleware):
+    pass

@@ -45,21 +45,20 @@ MIDDLEWARE = [
     # X-RateLimit-* headers on every counted response, after the error envelope is final.
     "config.api.ratelimit.RateLimitHeadersMiddleware",
     "config.api.middleware.ApiErrorMiddleware",
-    # Django's own (the deploy checks look for these exact paths): under ASGI each hook is
-    # a thread hop (MiddlewareMixin), 6 a request for these three.
-    "django.middleware.security.SecurityMiddleware",
+    # Django's built-ins with their hooks run in the event loop under ASGI
+    # (config/api/native.py; Django's own cost 15 thread hops a request for these seven).
+    # config/api/checks.py keeps Django's deploy checks on them.
+    "config.api.native.InlineSecurityMiddleware",
     # Serves the admin's static files from daphne without a separate web server; async
     # (WhiteNoise was sync-only: a thread hop on every request).
     "servestatic.middleware.ServeStaticMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    # Django's built-ins with their hooks run in the event loop under ASGI
-    # (config/api/native.py): Django's own cost 7 thread hops a request for these four.
     "config.api.native.InlineSessionMiddleware",
     "config.api.native.InlineCommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
+    "config.api.native.InlineCsrfViewMiddleware",
     "config.api.native.InlineAuthenticationMiddleware",
     "config.api.native.InlineMessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.api.native.InlineXFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

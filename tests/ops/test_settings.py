@@ -109,6 +109,34 @@ def test_deploy_check_is_clean_with_the_documented_production_environment():
     assert "WARNINGS" not in result.stdout + result.stderr
 
 
+def test_deploy_check_still_runs_the_middleware_dependent_checks_on_the_inline_middleware():
+    """MIDDLEWARE holds inline subclasses of Django's Security/CSRF/X-Frame-Options
+    middleware (config/api/native.py); Django's own checks look for its dotted paths and
+    would skip HSTS and SSL redirect: config/api/checks.py runs them again."""
+    env = {**PRODUCTION_ENV, "DJANGO_SECURE_HSTS_SECONDS": "0", "DJANGO_SECURE_SSL_REDIRECT": "false"}
+
+    result = run_python(["manage.py", "check", "--deploy"], **env)
+
+    output = result.stdout + result.stderr
+    assert "security.W004" in output and "security.W008" in output, output  # HSTS, SSL redirect
+    assert "W001" not in output and "W002" not in output and "W003" not in output, output
+
+
+def test_deploy_check_reports_a_really_missing_security_middleware():
+    code = (
+        "import django, os; django.setup(); from django.conf import settings; "
+        "from django.core.checks import run_checks; from django.test.utils import override_settings; "
+        "mw = [m for m in settings.MIDDLEWARE if 'Security' not in m]; "
+        "ctx = override_settings(MIDDLEWARE=mw); ctx.enable(); "
+        "print(sorted(m.id for m in run_checks(include_deployment_checks=True) if 'security' in (m.id or '')))"
+    )
+
+    result = run_python(code, **PRODUCTION_ENV)
+
+    assert result.returncode == 0, result.stderr
+    assert "config.security.W001" in result.stdout, result.stdout
+
+
 def test_production_turns_the_https_settings_on():
     result = run_python(SECURITY_SETTINGS, **PRODUCTION_ENV)
 

@@ -190,25 +190,19 @@ def thread_hops(monkeypatch):
 
 
 # Django's ASGI handler itself: request_started's sync receivers, and the response's close().
-# Then Django's own Security, CSRF and X-Frame-Options middleware, kept for the deploy
-# checks (config/api/native.py): a hop per hook.
+# Every middleware runs in the event loop (config/api/native.py; Django's deploy checks kept
+# by config/api/checks.py).
 DJANGO_HANDLER_HOPS = [
     "Signal.asend.<locals>.sync_send",
     "HttpResponseBase.close",
-    "SecurityMiddleware.process_request",
-    "SecurityMiddleware.process_response",
-    "CsrfViewMiddleware.process_request",
-    "CsrfViewMiddleware.process_view",
-    "CsrfViewMiddleware.process_response",
-    "XFrameOptionsMiddleware.process_response",
 ]
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_request_under_asgi_hops_to_a_thread_only_for_sync_work(thread_hops):
-    """Under ASGI only the handler's own hops and those of the three Django middleware the
-    deploy checks need: /health (an async view) pays 8 (16 before the Inline* middleware);
-    /api/v1/auth/me adds the DRF view and the rendering of its response (10, was 17)."""
+    """Under ASGI only the handler's own hops: /health (an async view) pays 2 (16 before the
+    Inline* middleware); /api/v1/auth/me adds the DRF view and the rendering of its response
+    (4, was 17)."""
     user = await database_sync_to_async(UserFactory)()
     token = await database_sync_to_async(lambda: client_for(user)._credentials["HTTP_AUTHORIZATION"][7:])()
     await serve("/health")  # warm: first-request work
