@@ -5,9 +5,9 @@ from django.contrib.auth.forms import BaseUserCreationForm
 from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.http import HttpResponse
-from django.utils import timezone
 from django.utils.html import escape
 
+from config.admin_tools import seconds
 from config.api.ratelimit import client_ip_usage
 
 from . import services
@@ -56,11 +56,6 @@ def admin_login(request, extra_context=None):
                 )
             )
     return admin.site.login(request, extra_context)
-
-
-def seconds(value) -> str:
-    """A time to the second (the admin's default shows minutes)."""
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 
 
 @admin.register(Tenant)

@@ -1,20 +1,13 @@
 from django.contrib import admin
 
+from config.admin_tools import ReadOnlyAdminMixin
+
 from .models import AuditChain, AuditRecord
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The trail is append-only: nobody adds, changes or deletes through the admin,
     superusers included (retention is ``manage.py purge_audits``)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(AuditRecord)

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
-from conversations.admin import conversation_inline_add, excerpt, seconds
+from config.admin_tools import ReadOnlyAdminMixin, excerpt, seconds
+from conversations.admin import conversation_inline_add
 
 from .models import AgentRun, Task
 from .services import runs
@@ -74,7 +75,7 @@ conversation_inline_add(AgentRunInline)
 
 
 @admin.register(AgentRun)
-class AgentRunAdmin(RunTimesMixin, admin.ModelAdmin):
+class AgentRunAdmin(RunTimesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Runs are records of what the agent did: read-only. A failed turn can be answered
     again (the "Retry" action, ``runs.run_retry``: a new run, audited)."""
 
@@ -100,15 +101,6 @@ class AgentRunAdmin(RunTimesMixin, admin.ModelAdmin):
     readonly_fields = RUN_FIELDS
     actions = ["retry_failed_runs"]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     def has_retry_permission(self, request):
         return request.user.has_perm("chat.change_agentrun")
 
@@ -129,7 +121,7 @@ class AgentRunAdmin(RunTimesMixin, admin.ModelAdmin):
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """A user's own to-do items: staff read them (support), users and their agent change them."""
 
     list_display = ["id", "title", "owner", "tenant", "completed", "created"]
@@ -141,12 +133,3 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
         return seconds(obj.created_at)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -7,11 +7,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from accounts.models import User
+from config.admin_tools import ReadOnlyAdminMixin, excerpt, seconds
 
 from . import exports, services
 from .models import Conversation, Message
-
-EXCERPT_CHARS = 80
 
 # Inlines that apps above this one add to the conversation page (chat adds its runs, the
 # hub its deliveries) without this module importing them: see ``conversation_inline_add``.
@@ -22,16 +21,6 @@ def conversation_inline_add(inline: type[admin.options.InlineModelAdmin]) -> Non
     """Shows ``inline`` on the conversation change page, after the messages."""
     if inline not in _extra_inlines:
         _extra_inlines.append(inline)
-
-
-def seconds(value) -> str:
-    """A time to the second in the site's time zone (the admin's default shows minutes)."""
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else "—"
-
-
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class MessageInline(admin.TabularInline):
@@ -227,7 +216,7 @@ class ConversationFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Messages are the conversation's history in ``seq`` order, already delivered to
     clients and channels: staff can read them and redact one's content (audited, the
     message keeps its place), but not edit, add or delete them. Removing a whole
@@ -254,15 +243,6 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="read at", ordering="read_at")
     def read(self, obj):
         return seconds(obj.read_at)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_redact_permission(self, request):
         # Redaction overwrites content: staff who may only view messages may not redact.
