@@ -19,6 +19,10 @@ REDACTED = "[redacted]"
 
 def redact(text: str) -> str:
     """``text`` with credential query values and JWTs replaced by ``[redacted]``."""
+    if "=" not in text and "eyJ" not in text:
+        # Neither pattern can match (a credential parameter needs its "=", a JWT starts
+        # "eyJ"): most lines, the request line among them, skip both scans.
+        return text
     return _JWT.sub(REDACTED, _SECRET_QUERY_PARAM.sub(rf"\1{REDACTED}", text))
 
 

@@ -20,14 +20,18 @@ See docs/overhead.md.
 """
 
 from asgiref.sync import sync_to_async
+from corsheaders.middleware import CorsMiddleware
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.messages.storage import default_storage
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 from django.middleware.security import SecurityMiddleware
+from django.utils.cache import patch_vary_headers
+from django.utils.functional import SimpleLazyObject, empty
 
 # Each Inline* class here and the Django class whose deploy checks apply to it.
 DJANGO_EQUIVALENTS = {
@@ -71,19 +75,30 @@ class InlineMiddleware:
         return False
 
     async def __acall__(self, request):
+        # The hooks are looked up once per class (``_inline_hooks``), not per request.
+        process_request, process_response, request_check, response_check = self._inline_hooks
         response = None
-        if hasattr(self, "process_request"):
-            if self.needs_thread_request(request):
-                response = await sync_to_async(self.process_request, thread_sensitive=True)(request)
+        if process_request is not None:
+            if request_check and self.needs_thread_request(request):
+                response = await sync_to_async(process_request, thread_sensitive=True)(self, request)
             else:
-                response = self.process_request(request)
+                response = process_request(self, request)
         response = response or await self.get_response(request)
-        if hasattr(self, "process_response"):
-            if self.needs_thread_response(request, response):
-                response = await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+        if process_response is not None:
+            if response_check and self.needs_thread_response(request, response):
+                response = await sync_to_async(process_response, thread_sensitive=True)(self, request, response)
             else:
-                response = self.process_response(request, response)
+                response = process_response(self, request, response)
         return response
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._inline_hooks = (
+            getattr(cls, "process_request", None),
+            getattr(cls, "process_response", None),
+            cls.needs_thread_request is not InlineMiddleware.needs_thread_request,
+            cls.needs_thread_response is not InlineMiddleware.needs_thread_response,
+        )
 
 
 class InlineSecurityMiddleware(InlineMiddleware, SecurityMiddleware):
@@ -119,10 +134,45 @@ class InlineAuthenticationMiddleware(InlineMiddleware, AuthenticationMiddleware)
 
 
 class InlineMessageMiddleware(InlineMiddleware, MessageMiddleware):
+    """The message storage is built when something reads or adds a message (a view, the
+    admin's templates), not for every request: building it signs nothing but costs a cookie
+    signer, two storages and the cookie parsed. A storage nobody touched has nothing to
+    store (Django's ``update`` stores only when used or added to), so none is saved."""
+
+    def process_request(self, request):
+        request._messages = SimpleLazyObject(lambda: default_storage(request))
+
+    def process_response(self, request, response):
+        storage = getattr(request, "_messages", None)
+        if isinstance(storage, SimpleLazyObject) and storage._wrapped is empty:
+            return response
+        return super().process_response(request, response)
+
     def needs_thread_response(self, request, response) -> bool:
         storage = getattr(request, "_messages", None)
-        return storage is not None and (storage.used or storage.added_new)
+        if storage is None or (isinstance(storage, SimpleLazyObject) and storage._wrapped is empty):
+            return False
+        return storage.used or storage.added_new
 
 
 class InlineXFrameOptionsMiddleware(InlineMiddleware, XFrameOptionsMiddleware):
     pass
+
+
+class InlineCorsMiddleware(CorsMiddleware):
+    """corsheaders' middleware (already async-capable), minus one cost: a request without
+    an ``Origin`` header (same-origin and server-to-server calls, load balancers' probes)
+    is not a CORS request, and corsheaders only adds ``Vary: origin`` to it on the CORS
+    paths; it did so after building ``request.headers`` (every header of the request
+    parsed) to read the missing ``Origin``. Here that case reads ``META`` directly; any
+    request with an ``Origin`` goes through corsheaders unchanged."""
+
+    def add_response_headers(self, request, response):
+        if "HTTP_ORIGIN" in request.META:
+            return super().add_response_headers(request, response)
+        enabled = getattr(request, "_cors_enabled", None)
+        if enabled is None:
+            enabled = self.is_enabled(request)
+        if enabled:
+            patch_vary_headers(response, ("origin",))
+        return response

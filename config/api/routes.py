@@ -7,6 +7,7 @@ promise, ``/api/v1/conversations/{pk}``: anchors and the optional trailing slash
 named groups and converters become ``{name}``. The set of templates is the set of routes,
 so a label never grows with what clients send."""
 
+import functools
 import re
 
 UNMATCHED = "<unmatched>"
@@ -20,6 +21,7 @@ _OPTIONAL_SLASH_END = re.compile(r"/\?\$?$|\$$")
 _ESCAPED = re.compile(r"\\(.)")
 
 
+@functools.lru_cache(maxsize=1024)  # one entry a route (the set of routes is fixed)
 def route_template(route: str | None) -> str:
     """``"/api/v1/conversations/{pk}/events"`` for the joined ``ResolverMatch.route``
     ``"api/v1/^conversations/(?P<pk>[0-9]+)/events/?$"``; ``"/"`` for the empty route

@@ -39,10 +39,22 @@ def method_label(method: str) -> str:
     return method if method in STANDARD_METHODS else OTHER_METHOD
 
 
+# The labelled children of the two request metrics, by (method, route, status): the set is
+# bounded (standard methods x route templates x statuses) and ``labels()`` takes a lock and
+# builds its key on every call; a child, once made, is the same object for good.
+_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple] = {}
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    method = method_label(method)
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_LATENCY.labels(method, route).observe(seconds)
+    key = (method, route, status)
+    children = _REQUEST_CHILDREN.get(key)
+    if children is None:
+        label = method_label(method)
+        children = (HTTP_REQUESTS.labels(label, route, str(status)), HTTP_LATENCY.labels(label, route))
+        if len(_REQUEST_CHILDREN) < 10_000:  # made-up methods all map to "other": bound the keys
+            _REQUEST_CHILDREN[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def observe_agent_run(provider: str, outcome: str, seconds: float) -> None:

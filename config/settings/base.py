@@ -41,10 +41,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "config.api.middleware.RequestIdMiddleware",
-    # X-RateLimit-* headers on every counted response, after the error envelope is final.
-    "config.api.ratelimit.RateLimitHeadersMiddleware",
-    "config.api.middleware.ApiErrorMiddleware",
+    # Ours, one layer: the request id, the error envelope on API paths (errors raised in the
+    # middleware below included), X-RateLimit-* on the final response, the request log line.
+    "config.api.middleware.ApiMiddleware",
     # Django's built-ins with their hooks run in the event loop under ASGI
     # (config/api/native.py; Django's own cost 15 thread hops a request for these seven).
     # config/api/checks.py keeps Django's deploy checks on them.
@@ -52,7 +51,8 @@ MIDDLEWARE = [
     # Serves the admin's static files from daphne without a separate web server; async
     # (WhiteNoise was sync-only: a thread hop on every request).
     "servestatic.middleware.ServeStaticMiddleware",
-    "corsheaders.middleware.CorsMiddleware",
+    # corsheaders, without parsing every request header when there is no Origin header.
+    "config.api.native.InlineCorsMiddleware",
     "config.api.native.InlineSessionMiddleware",
     "config.api.native.InlineCommonMiddleware",
     "config.api.native.InlineCsrfViewMiddleware",
