@@ -112,7 +112,9 @@ def main() -> None:
     trees = ([("before", args.before)] if args.before else []) + [("this tree", ROOT)]
     print(f"{'tree':<12} {'bare cpu us':>12} {'/health cpu us':>15} {'bare/health':>12}")
     for label, tree in trees:
-        bare = measure(tree, "bare", args.requests, args.profile + ".bare" if args.profile and label == "this tree" else "")
+        bare = measure(
+            tree, "bare", args.requests, args.profile + ".bare" if args.profile and label == "this tree" else ""
+        )
         health = measure(tree, "app", args.requests, args.profile if label == "this tree" else "")
         print(f"{label:<12} {bare:>12.1f} {health:>15.1f} {bare / health:>12.2f}")
 
