@@ -69,7 +69,7 @@ def start_stack(args) -> list[subprocess.Popen]:
     ]  # fmt: skip
     procs.append(subprocess.Popen(worker, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     for i in range(args.processes):
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts slowly
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{args.port + i}/health", timeout=1, trust_env=False).status_code == 200:
