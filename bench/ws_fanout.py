@@ -3,7 +3,8 @@
     .venv/bin/python bench/ws_fanout.py [--clients 500] [--layer core|pubsub]
         [--processes 1] [--turns 0] [--port 18400] [--rounds 1]
 
-Starts what production runs (daphne processes on ``--port``, ``--port``+1..., one Celery
+Starts what production runs (`make serve`: gunicorn with ``--processes`` uvicorn workers on
+``--port``; or ``--server daphne``: daphne processes on ``--port``, ``--port``+1...; one Celery
 worker with the local agent) on the DATABASE_URL and REDIS_URL of the environment (run
 ``manage.py migrate`` there first), registers a user, opens N WebSocket clients on one
 conversation (default connect: no ``after_seq``, no pings; spread over the processes),
@@ -13,6 +14,9 @@ then posts one message over REST (202) and prints, per round:
 - ``reply``: time from the post to the last client's ``message.completed`` (the agent's
   stored reply) and to the last client's last ``message.delta``;
 - ``deltas``: the delta frames one client received for the reply;
+- ``web CPU``: the CPU time the web processes used during the round (utime + stime from
+  /proc), and that divided by N x 7 events: the figure to compare changes by on a shared
+  machine, where the latencies swing 2-3x with the load;
 
 then closes every client at once (half with a close frame, half by dropping the TCP
 connection) and prints how long until the conversation's group has no member left (core
@@ -60,15 +64,22 @@ def start_stack(args) -> list[subprocess.Popen]:
     }
     procs = []
     log = open(args.log, "w")  # noqa: SIM115 - closed with the processes
-    for i in range(args.processes):
-        argv = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(args.port + i), "config.asgi:application"]
-        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    if args.server == "gunicorn":  # what `make serve` runs: N uvicorn workers on one port
+        argv = [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", "-b", f"127.0.0.1:{args.port}"]
+        worker_env = {**env, "WEB_CONCURRENCY": str(args.processes)}
+        procs.append(
+            subprocess.Popen([*argv, "config.asgi:application"], cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+        )
+    else:  # one daphne per process, on consecutive ports
+        for i in range(args.processes):
+            argv = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(args.port + i), "config.asgi:application"]
+            procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     worker = [
         str(BIN / "celery"), "-A", "config", "worker", "--pool=prefork", "--concurrency=1", "--loglevel=WARNING",
         "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip", "--without-heartbeat",
     ]  # fmt: skip
     procs.append(subprocess.Popen(worker, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-    for i in range(args.processes):
+    for i in range(web_ports(args)):
         deadline = time.monotonic() + 120  # a loaded machine starts slowly
         while True:
             try:
@@ -78,10 +89,39 @@ def start_stack(args) -> list[subprocess.Popen]:
                 pass
             if time.monotonic() > deadline:
                 stop_stack(procs)
-                sys.exit(f"daphne on {args.port + i} did not start; see {args.log}")
+                sys.exit(f"{args.server} on {args.port + i} did not start; see {args.log}")
             time.sleep(0.2)
-    time.sleep(2)  # the worker's pool
+    time.sleep(2 + args.processes)  # the worker's pool, gunicorn's other workers
     return procs
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def web_pids(procs: list[subprocess.Popen], args) -> list[int]:
+    """The processes that serve the sockets: gunicorn's workers (its master's children) or the daphnes."""
+    if args.server != "gunicorn":
+        return [proc.pid for proc in procs[: args.processes]]
+    master = procs[0].pid
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == master:
+                        children.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return children
+
+
+def web_ports(args) -> int:
+    """Ports the web processes listen on: gunicorn's workers share one."""
+    return 1 if args.server == "gunicorn" else args.processes
 
 
 def stop_stack(procs: list[subprocess.Popen]) -> None:
@@ -192,21 +232,27 @@ async def main(args) -> None:
             if args.turns:
                 await asyncio.sleep(1 + args.turns * 0.1)
             urls = [
-                f"ws://127.0.0.1:{args.port + i % args.processes}/ws/v1/conversations/{conversation_id}/?token={token}"
+                f"ws://127.0.0.1:{args.port + i % web_ports(args)}/ws/v1/conversations/{conversation_id}/?token={token}"
                 for i in range(args.clients)
             ]
             t = time.perf_counter()
             listeners = await open_all(urls, args.connect_concurrency)
-            print(f"layer={args.layer} processes={args.processes} clients={args.clients} turns_before={args.turns}")
+            print(f"server={args.server} layer={args.layer} processes={args.processes} clients={args.clients} turns_before={args.turns}")
             print(f"connect: {len(listeners)} open in {time.perf_counter() - t:.1f} s")
             await asyncio.sleep(1)
+            pids = web_pids(procs, args)
             for r in range(args.rounds):
+                cpu_before = sum(cpu_seconds(pid) for pid in pids)
                 res = await one_round(http, listeners, conversation_id, args.timeout)
+                # The web processes' CPU for the round (the post, 7 events x N sockets): far less
+                # noisy than the latencies on a shared machine.
+                cpu_ms = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000
                 print(
                     f"round {r + 1}: created received {res['received']}/{args.clients} "
                     f"p50 {res['p50']:.0f} ms p95 {res['p95']:.0f} ms max {res['max']:.0f} ms | "
                     f"reply to all {res['replies']}/{args.clients}: last message.completed {res['reply_last']:.0f} ms, "
-                    f"last delta {res['delta_last']:.0f} ms, {res['deltas']} delta frames per client"
+                    f"last delta {res['delta_last']:.0f} ms, {res['deltas']} delta frames per client | "
+                    f"web CPU {cpu_ms:.0f} ms ({cpu_ms * 1000 / (args.clients * 7):.0f} us per socket and event)"
                 )
                 await asyncio.sleep(0.5)
 
@@ -240,8 +286,14 @@ async def main(args) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=500)
-    parser.add_argument("--layer", choices=["core", "pubsub"], default="core")
+    parser.add_argument("--layer", choices=["core", "pubsub"], default="pubsub")
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument(
+        "--server",
+        choices=["gunicorn", "daphne"],
+        default="gunicorn",
+        help="gunicorn + uvicorn workers (make serve, the default) or one daphne per process",
+    )
     parser.add_argument("--turns", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--port", type=int, default=18400)

@@ -134,3 +134,11 @@ async def test_two_deployments_on_one_redis_server_do_not_hear_each_other(real_s
     finally:
         await ours.flush()
         await theirs.flush()
+
+
+def test_the_served_websockets_do_not_offer_per_message_compression():
+    """Each socket has its own compressor: deflating one event for 500 sockets was a third
+    of the web worker's time. uvicorn offers permessage-deflate unless told not to."""
+    from config.gunicorn import AppWorker
+
+    assert AppWorker.CONFIG_KWARGS["ws_per_message_deflate"] is False
