@@ -60,12 +60,17 @@ if REDIS_URL:
     # different CHANNEL_LAYER_PREFIX values.
     CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="asgi")
     if CHANNEL_LAYER == "pubsub":
+        from config import channel_layer
+
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
                 "CONFIG": {
                     "hosts": [CHANNEL_REDIS_HOST],
                     "prefix": pubsub_prefix(CHANNEL_LAYER_PREFIX, REDIS_URL),
+                    # msgpack, decoded once per event and process, not once per member
+                    # (config/channel_layer.py).
+                    "serializer_format": channel_layer.register(),
                 },
             }
         }

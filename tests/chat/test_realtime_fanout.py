@@ -142,3 +142,23 @@ def test_the_served_websockets_do_not_offer_per_message_compression():
     from config.gunicorn import AppWorker
 
     assert AppWorker.CONFIG_KWARGS["ws_per_message_deflate"] is False
+
+
+def test_the_shared_decode_serializer_decodes_one_event_once_per_process():
+    from config.channel_layer import SharedDecodeMsgPackSerializer
+
+    serializer = SharedDecodeMsgPackSerializer()
+    raw = serializer.serialize(event_message(event_frame("typing", {"user_id": 1})))
+    first, again = serializer.deserialize(raw), serializer.deserialize(raw)
+    assert again is first and first["frame"] == {"type": "typing", "seq": None, "data": {"user_id": 1}}
+    # Equal bytes from another Redis message are another message: decoded anew.
+    assert serializer.deserialize(bytes(bytearray(raw))) is not first
+    for n in range(SharedDecodeMsgPackSerializer.KEEP):  # only the last few are kept
+        serializer.deserialize(serializer.serialize({"n": n}))
+    assert serializer.deserialize(raw) is not first and serializer.deserialize(raw) == first
+
+
+def test_the_pubsub_layer_uses_the_shared_decode_format(real_stack, settings):
+    from config.channel_layer import SharedDecodeMsgPackSerializer
+
+    assert isinstance(get_channel_layer()._serializer, SharedDecodeMsgPackSerializer)
