@@ -7,7 +7,8 @@ Starts what production runs (`make serve`: gunicorn with ``--processes`` uvicorn
 ``--port``; or ``--server daphne``: daphne processes on ``--port``, ``--port``+1...; one Celery
 worker with the local agent) on the DATABASE_URL and REDIS_URL of the environment (run
 ``manage.py migrate`` there first), registers a user, opens N WebSocket clients on one
-conversation (default connect: no ``after_seq``, no pings; spread over the processes),
+conversation (default connect: no ``after_seq``, no pings; spread over the processes; the
+clients themselves split over ``--client-processes`` processes, 2 by default),
 then posts one message over REST (202) and prints, per round:
 
 - ``created``: time from the post to each client's ``message.created`` (p50, p95, max);
@@ -28,6 +29,7 @@ in the conversation (a conversation with history). Prints figures; asserts nothi
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -68,11 +70,22 @@ def start_stack(args) -> list[subprocess.Popen]:
         argv = [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", "-b", f"127.0.0.1:{args.port}"]
         worker_env = {**env, "WEB_CONCURRENCY": str(args.processes)}
         procs.append(
-            subprocess.Popen([*argv, "config.asgi:application"], cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                [*argv, "config.asgi:application"], cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT
+            )
         )
     else:  # one daphne per process, on consecutive ports
         for i in range(args.processes):
-            argv = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(args.port + i), "config.asgi:application"]
+            argv = [
+                str(BIN / "daphne"),
+                "-v",
+                "0",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(args.port + i),
+                "config.asgi:application",
+            ]
             procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     worker = [
         str(BIN / "celery"), "-A", "config", "worker", "--pool=prefork", "--concurrency=1", "--loglevel=WARNING",
@@ -198,6 +211,10 @@ async def one_round(http, listeners, conversation_id: int, timeout: float) -> di
     got = [lsn.seen[created] - t0 for lsn in listeners if created in lsn.seen]
     replies = [lsn.seen[completed] - t0 for lsn in listeners if completed in lsn.seen]
     last_deltas = [lsn.last_delta - t0 for lsn in listeners if lsn.last_delta]
+    return summary(got, replies, last_deltas, listeners[0].deltas)
+
+
+def summary(got: list[float], replies: list[float], last_deltas: list[float], deltas: int) -> dict:
     return {
         "received": len(got),
         "p50": percentile(got, 0.5) * 1000 if got else None,
@@ -206,8 +223,98 @@ async def one_round(http, listeners, conversation_id: int, timeout: float) -> di
         "replies": len(replies),
         "reply_last": max(replies) * 1000 if replies else None,
         "delta_last": max(last_deltas) * 1000 if last_deltas else None,
-        "deltas": listeners[0].deltas,
+        "deltas": deltas,
     }
+
+
+def client_process(conn, urls: list[str], connect_concurrency: int, timeout: float) -> None:
+    """One load-client process: opens its share of the sockets and answers the parent's
+    commands over ``conn``. The times it returns are ``time.perf_counter()`` values, which on
+    Linux (CLOCK_MONOTONIC) the parent can compare with its own."""
+
+    async def run():
+        listeners = await open_all(urls, connect_concurrency)
+        conn.send(len(listeners))
+        while True:
+            command, *params = await asyncio.to_thread(conn.recv)
+            if command == "reset":
+                for listener in listeners:
+                    listener.reset()
+                conn.send(None)
+            elif command == "wait":
+                created, completed = params
+                await wait_until(
+                    lambda c=created, d=completed: all(c in lsn.seen and d in lsn.seen for lsn in listeners), timeout
+                )
+                conn.send(
+                    (
+                        [lsn.seen[created] for lsn in listeners if created in lsn.seen],
+                        [lsn.seen[completed] for lsn in listeners if completed in lsn.seen],
+                        [lsn.last_delta for lsn in listeners if lsn.last_delta],
+                        listeners[0].deltas if listeners else 0,
+                    )
+                )
+            elif command == "drop":  # half close politely, half drop the TCP connection
+                await asyncio.gather(
+                    *(
+                        lsn.ws.close() if i % 2 == 0 else asyncio.sleep(0, lsn.ws.transport.abort())
+                        for i, lsn in enumerate(listeners)
+                    ),
+                    return_exceptions=True,
+                )
+                conn.send(None)
+                return
+
+    asyncio.run(run())
+
+
+class ClientPool:
+    """The listening sockets, split over ``--client-processes`` processes: 500 sockets parsed
+    by one Python process on the same cores as the server measured the client as much as the
+    server."""
+
+    def __init__(self, urls: list[str], processes: int, connect_concurrency: int, timeout: float):
+        ctx = multiprocessing.get_context("spawn")
+        self.conns, self.procs = [], []
+        for k in range(processes):
+            parent, child = ctx.Pipe()
+            share = urls[k::processes]
+            proc = ctx.Process(
+                target=client_process,
+                args=(child, share, max(1, connect_concurrency // processes), timeout),
+                daemon=True,
+            )
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    async def ask(self, *command) -> list:
+        for conn in self.conns:
+            if command:
+                conn.send(command)
+        return await asyncio.gather(*(asyncio.to_thread(conn.recv) for conn in self.conns))
+
+    async def opened(self) -> int:
+        return sum(await self.ask())
+
+    async def round(self, http, conversation_id: int) -> dict:
+        await self.ask("reset")
+        t0 = time.perf_counter()
+        response = await http.post(
+            f"/api/v1/conversations/{conversation_id}/messages", json={"content": "list my tasks"}
+        )
+        response.raise_for_status()
+        seq = response.json()["message"]["seq"]
+        answers = await self.ask("wait", f"message.created:{seq}", f"message.completed:{seq + 1}")
+        got = [t - t0 for a in answers for t in a[0]]
+        replies = [t - t0 for a in answers for t in a[1]]
+        last_deltas = [t - t0 for a in answers for t in a[2]]
+        return summary(got, replies, last_deltas, answers[0][3])
+
+    async def drop(self) -> None:
+        await self.ask("drop")
+        for proc in self.procs:
+            proc.join(timeout=10)
 
 
 async def main(args) -> None:
@@ -236,14 +343,18 @@ async def main(args) -> None:
                 for i in range(args.clients)
             ]
             t = time.perf_counter()
-            listeners = await open_all(urls, args.connect_concurrency)
-            print(f"server={args.server} layer={args.layer} processes={args.processes} clients={args.clients} turns_before={args.turns}")
-            print(f"connect: {len(listeners)} open in {time.perf_counter() - t:.1f} s")
+            pool = ClientPool(urls, args.client_processes, args.connect_concurrency, args.timeout)
+            opened = await pool.opened()
+            print(
+                f"server={args.server} layer={args.layer} processes={args.processes} clients={args.clients} "
+                f"turns_before={args.turns} client_processes={args.client_processes}"
+            )
+            print(f"connect: {opened} open in {time.perf_counter() - t:.1f} s")
             await asyncio.sleep(1)
             pids = web_pids(procs, args)
             for r in range(args.rounds):
                 cpu_before = sum(cpu_seconds(pid) for pid in pids)
-                res = await one_round(http, listeners, conversation_id, args.timeout)
+                res = await pool.round(http, conversation_id)
                 # The web processes' CPU for the round (the post, 7 events x N sockets): far less
                 # noisy than the latencies on a shared machine.
                 cpu_ms = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000
@@ -261,14 +372,7 @@ async def main(args) -> None:
             store = redis.Redis.from_url(os.environ["REDIS_URL"])
             members_before = store.zcard(group_key)
             t = time.perf_counter()
-
-            async def drop(i, listener):
-                if i % 2:
-                    listener.ws.transport.abort()
-                else:
-                    await listener.ws.close()
-
-            await asyncio.gather(*(drop(i, lsn) for i, lsn in enumerate(listeners)), return_exceptions=True)
+            await pool.drop()
             emptied = await wait_until(lambda: store.zcard(group_key) == 0, 30)
             print(
                 f"mass disconnect: group members before {members_before}, "
@@ -298,6 +402,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--port", type=int, default=18400)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--client-processes", type=int, default=2, help="load-client processes the sockets are split over"
+    )
     parser.add_argument("--connect-concurrency", type=int, default=20, help="handshakes in flight at once")
     parser.add_argument("--log", default="/tmp/ws_fanout.log")
     asyncio.run(main(parser.parse_args()))
