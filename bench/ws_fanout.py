@@ -20,9 +20,9 @@ then posts one message over REST (202) and prints, per round:
   machine, where the latencies swing 2-3x with the load;
 
 then closes every client at once (half with a close frame, half by dropping the TCP
-connection) and prints how long until the conversation's group has no member left (core
-layer: its Redis sorted set; pubsub keeps no membership in Redis) and whether a client
-connected afterwards still gets the next message. ``--turns`` first plays that many turns
+connection) and prints how long until Redis holds nothing of the conversation's group
+(core layer: its sorted set; pubsub: the group's subscriptions and the sockets' own
+channels) and whether a client connected afterwards still gets the next message. ``--turns`` first plays that many turns
 in the conversation (a conversation with history). Prints figures; asserts nothing.
 """
 
@@ -42,6 +42,7 @@ import redis
 from websockets.asyncio.client import connect as ws_connect
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 BIN = ROOT / ".venv" / "bin"
 
 
@@ -317,6 +318,12 @@ class ClientPool:
             proc.join(timeout=10)
 
 
+def pubsub_prefix(name: str, redis_url: str) -> str:
+    from config.settings.channels import pubsub_prefix as prefix
+
+    return prefix(name, redis_url)
+
+
 async def main(args) -> None:
     procs = start_stack(args)
     try:
@@ -368,15 +375,25 @@ async def main(args) -> None:
                 await asyncio.sleep(0.5)
 
             # Mass disconnect: half close politely, half drop the TCP connection.
-            group_key = f"asgi:group:conversation.{conversation_id}"
             store = redis.Redis.from_url(os.environ["REDIS_URL"])
-            members_before = store.zcard(group_key)
+
+            def members() -> int:
+                """core: the group's sorted set; pubsub: the processes subscribed to the
+                group's channel plus the sockets' own channels still subscribed."""
+                if args.layer == "core":
+                    return store.zcard(f"asgi:group:conversation.{conversation_id}")
+                prefix = pubsub_prefix("asgi", os.environ["REDIS_URL"])
+                [(_, processes)] = store.pubsub_numsub(f"{prefix}__group__conversation.{conversation_id}")
+                return processes + len(store.pubsub_channels(f"{prefix}specific.*"))
+
+            members_before = members()
             t = time.perf_counter()
             await pool.drop()
-            emptied = await wait_until(lambda: store.zcard(group_key) == 0, 30)
+            emptied = await wait_until(lambda: members() == 0, 30)
             print(
-                f"mass disconnect: group members before {members_before}, "
-                f"{'0 after' if emptied else f'{store.zcard(group_key)} left after'} "
+                f"mass disconnect: in Redis before {members_before} "
+                f"({'members' if args.layer == 'core' else 'group subscriptions + socket channels'}), "
+                f"{'0 after' if emptied else f'{members()} left after'} "
                 f"{time.perf_counter() - t:.2f} s"
             )
             [late] = await open_all(urls[:1])
