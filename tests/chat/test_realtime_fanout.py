@@ -169,3 +169,24 @@ def test_the_pubsub_layer_uses_the_shared_decode_format(real_stack, settings):
 
     on_pubsub(settings)
     assert isinstance(get_channel_layer()._serializer, SharedDecodeMsgPackSerializer)
+
+
+async def test_readiness_probes_leave_no_pubsub_channel_behind(real_stack, settings):
+    """The readiness check's round trip opens a channel; on the pub/sub layer a channel
+    stays subscribed until released, so each probe on a server (whose event loop, and so
+    whose layer, lives on) would leave a subscription behind."""
+    import os
+
+    import redis
+    from asgiref.sync import sync_to_async
+
+    from config.api.health import check_channel_layer
+
+    on_pubsub(settings)
+    store = redis.Redis.from_url(os.environ["REDIS_URL"])
+    pattern = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] + "specific.*"
+    before = len(store.pubsub_channels(pattern))
+    for _ in range(3):  # as the view runs it: in a thread, the round trip on this loop
+        await sync_to_async(check_channel_layer)()
+    assert len(store.pubsub_channels(pattern)) == before
+    assert not [name for name in get_channel_layer().channels if name.startswith(pattern[:-1])]
