@@ -3,27 +3,33 @@
     .venv/bin/python bench/ws_fanout.py [--clients 500] [--layer core|pubsub]
         [--processes 1] [--turns 0] [--port 18400] [--rounds 1]
 
-Starts what production runs (daphne processes on ``--port``, ``--port``+1..., one Celery
+Starts what production runs (`make serve`: gunicorn with ``--processes`` uvicorn workers on
+``--port``; or ``--server daphne``: daphne processes on ``--port``, ``--port``+1...; one Celery
 worker with the local agent) on the DATABASE_URL and REDIS_URL of the environment (run
 ``manage.py migrate`` there first), registers a user, opens N WebSocket clients on one
-conversation (default connect: no ``after_seq``, no pings; spread over the processes),
+conversation (default connect: no ``after_seq``, no pings; spread over the processes; the
+clients themselves split over ``--client-processes`` processes, 2 by default),
 then posts one message over REST (202) and prints, per round:
 
 - ``created``: time from the post to each client's ``message.created`` (p50, p95, max);
 - ``reply``: time from the post to the last client's ``message.completed`` (the agent's
   stored reply) and to the last client's last ``message.delta``;
 - ``deltas``: the delta frames one client received for the reply;
+- ``web CPU``: the CPU time the web processes used during the round (utime + stime from
+  /proc), and that divided by N x 7 events: the figure to compare changes by on a shared
+  machine, where the latencies swing 2-3x with the load;
 
 then closes every client at once (half with a close frame, half by dropping the TCP
-connection) and prints how long until the conversation's group has no member left (core
-layer: its Redis sorted set; pubsub keeps no membership in Redis) and whether a client
-connected afterwards still gets the next message. ``--turns`` first plays that many turns
+connection) and prints how long until Redis holds nothing of the conversation's group
+(core layer: its sorted set; pubsub: the group's subscriptions and the sockets' own
+channels) and whether a client connected afterwards still gets the next message. ``--turns`` first plays that many turns
 in the conversation (a conversation with history). Prints figures; asserts nothing.
 """
 
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -36,6 +42,7 @@ import redis
 from websockets.asyncio.client import connect as ws_connect
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 BIN = ROOT / ".venv" / "bin"
 
 
@@ -60,16 +67,34 @@ def start_stack(args) -> list[subprocess.Popen]:
     }
     procs = []
     log = open(args.log, "w")  # noqa: SIM115 - closed with the processes
-    for i in range(args.processes):
-        argv = [str(BIN / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(args.port + i), "config.asgi:application"]
-        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    if args.server == "gunicorn":  # what `make serve` runs: N uvicorn workers on one port
+        argv = [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", "-b", f"127.0.0.1:{args.port}"]
+        worker_env = {**env, "WEB_CONCURRENCY": str(args.processes)}
+        procs.append(
+            subprocess.Popen(
+                [*argv, "config.asgi:application"], cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT
+            )
+        )
+    else:  # one daphne per process, on consecutive ports
+        for i in range(args.processes):
+            argv = [
+                str(BIN / "daphne"),
+                "-v",
+                "0",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(args.port + i),
+                "config.asgi:application",
+            ]
+            procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
     worker = [
         str(BIN / "celery"), "-A", "config", "worker", "--pool=prefork", "--concurrency=1", "--loglevel=WARNING",
         "-n", f"bench-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip", "--without-heartbeat",
     ]  # fmt: skip
     procs.append(subprocess.Popen(worker, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-    for i in range(args.processes):
-        deadline = time.monotonic() + 30
+    for i in range(web_ports(args)):
+        deadline = time.monotonic() + 120  # a loaded machine starts slowly
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{args.port + i}/health", timeout=1, trust_env=False).status_code == 200:
@@ -78,10 +103,39 @@ def start_stack(args) -> list[subprocess.Popen]:
                 pass
             if time.monotonic() > deadline:
                 stop_stack(procs)
-                sys.exit(f"daphne on {args.port + i} did not start; see {args.log}")
+                sys.exit(f"{args.server} on {args.port + i} did not start; see {args.log}")
             time.sleep(0.2)
-    time.sleep(2)  # the worker's pool
+    time.sleep(2 + args.processes)  # the worker's pool, gunicorn's other workers
     return procs
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def web_pids(procs: list[subprocess.Popen], args) -> list[int]:
+    """The processes that serve the sockets: gunicorn's workers (its master's children) or the daphnes."""
+    if args.server != "gunicorn":
+        return [proc.pid for proc in procs[: args.processes]]
+    master = procs[0].pid
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == master:
+                        children.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return children
+
+
+def web_ports(args) -> int:
+    """Ports the web processes listen on: gunicorn's workers share one."""
+    return 1 if args.server == "gunicorn" else args.processes
 
 
 def stop_stack(procs: list[subprocess.Popen]) -> None:
@@ -158,6 +212,10 @@ async def one_round(http, listeners, conversation_id: int, timeout: float) -> di
     got = [lsn.seen[created] - t0 for lsn in listeners if created in lsn.seen]
     replies = [lsn.seen[completed] - t0 for lsn in listeners if completed in lsn.seen]
     last_deltas = [lsn.last_delta - t0 for lsn in listeners if lsn.last_delta]
+    return summary(got, replies, last_deltas, listeners[0].deltas)
+
+
+def summary(got: list[float], replies: list[float], last_deltas: list[float], deltas: int) -> dict:
     return {
         "received": len(got),
         "p50": percentile(got, 0.5) * 1000 if got else None,
@@ -166,8 +224,104 @@ async def one_round(http, listeners, conversation_id: int, timeout: float) -> di
         "replies": len(replies),
         "reply_last": max(replies) * 1000 if replies else None,
         "delta_last": max(last_deltas) * 1000 if last_deltas else None,
-        "deltas": listeners[0].deltas,
+        "deltas": deltas,
     }
+
+
+def client_process(conn, urls: list[str], connect_concurrency: int, timeout: float) -> None:
+    """One load-client process: opens its share of the sockets and answers the parent's
+    commands over ``conn``. The times it returns are ``time.perf_counter()`` values, which on
+    Linux (CLOCK_MONOTONIC) the parent can compare with its own."""
+
+    async def run():
+        listeners = await open_all(urls, connect_concurrency)
+        conn.send(len(listeners))
+        while True:
+            command, *params = await asyncio.to_thread(conn.recv)
+            if command == "reset":
+                for listener in listeners:
+                    listener.reset()
+                conn.send(None)
+            elif command == "wait":
+                created, completed = params
+                await wait_until(
+                    lambda c=created, d=completed: all(c in lsn.seen and d in lsn.seen for lsn in listeners), timeout
+                )
+                conn.send(
+                    (
+                        [lsn.seen[created] for lsn in listeners if created in lsn.seen],
+                        [lsn.seen[completed] for lsn in listeners if completed in lsn.seen],
+                        [lsn.last_delta for lsn in listeners if lsn.last_delta],
+                        listeners[0].deltas if listeners else 0,
+                    )
+                )
+            elif command == "drop":  # half close politely, half drop the TCP connection
+                await asyncio.gather(
+                    *(
+                        lsn.ws.close() if i % 2 == 0 else asyncio.sleep(0, lsn.ws.transport.abort())
+                        for i, lsn in enumerate(listeners)
+                    ),
+                    return_exceptions=True,
+                )
+                conn.send(None)
+                return
+
+    asyncio.run(run())
+
+
+class ClientPool:
+    """The listening sockets, split over ``--client-processes`` processes: 500 sockets parsed
+    by one Python process on the same cores as the server measured the client as much as the
+    server."""
+
+    def __init__(self, urls: list[str], processes: int, connect_concurrency: int, timeout: float):
+        ctx = multiprocessing.get_context("spawn")
+        self.conns, self.procs = [], []
+        for k in range(processes):
+            parent, child = ctx.Pipe()
+            share = urls[k::processes]
+            proc = ctx.Process(
+                target=client_process,
+                args=(child, share, max(1, connect_concurrency // processes), timeout),
+                daemon=True,
+            )
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    async def ask(self, *command) -> list:
+        for conn in self.conns:
+            if command:
+                conn.send(command)
+        return await asyncio.gather(*(asyncio.to_thread(conn.recv) for conn in self.conns))
+
+    async def opened(self) -> int:
+        return sum(await self.ask())
+
+    async def round(self, http, conversation_id: int) -> dict:
+        await self.ask("reset")
+        t0 = time.perf_counter()
+        response = await http.post(
+            f"/api/v1/conversations/{conversation_id}/messages", json={"content": "list my tasks"}
+        )
+        response.raise_for_status()
+        seq = response.json()["message"]["seq"]
+        answers = await self.ask("wait", f"message.created:{seq}", f"message.completed:{seq + 1}")
+        got = [t - t0 for a in answers for t in a[0]]
+        replies = [t - t0 for a in answers for t in a[1]]
+        last_deltas = [t - t0 for a in answers for t in a[2]]
+        return summary(got, replies, last_deltas, answers[0][3])
+
+    async def drop(self) -> None:
+        await self.ask("drop")
+        for proc in self.procs:
+            proc.join(timeout=10)
+
+
+def pubsub_prefix(name: str, redis_url: str) -> str:
+    from config.settings.channels import pubsub_prefix as prefix
+
+    return prefix(name, redis_url)
 
 
 async def main(args) -> None:
@@ -192,41 +346,54 @@ async def main(args) -> None:
             if args.turns:
                 await asyncio.sleep(1 + args.turns * 0.1)
             urls = [
-                f"ws://127.0.0.1:{args.port + i % args.processes}/ws/v1/conversations/{conversation_id}/?token={token}"
+                f"ws://127.0.0.1:{args.port + i % web_ports(args)}/ws/v1/conversations/{conversation_id}/?token={token}"
                 for i in range(args.clients)
             ]
             t = time.perf_counter()
-            listeners = await open_all(urls, args.connect_concurrency)
-            print(f"layer={args.layer} processes={args.processes} clients={args.clients} turns_before={args.turns}")
-            print(f"connect: {len(listeners)} open in {time.perf_counter() - t:.1f} s")
+            pool = ClientPool(urls, args.client_processes, args.connect_concurrency, args.timeout)
+            opened = await pool.opened()
+            print(
+                f"server={args.server} layer={args.layer} processes={args.processes} clients={args.clients} "
+                f"turns_before={args.turns} client_processes={args.client_processes}"
+            )
+            print(f"connect: {opened} open in {time.perf_counter() - t:.1f} s")
             await asyncio.sleep(1)
+            pids = web_pids(procs, args)
             for r in range(args.rounds):
-                res = await one_round(http, listeners, conversation_id, args.timeout)
+                cpu_before = sum(cpu_seconds(pid) for pid in pids)
+                res = await pool.round(http, conversation_id)
+                # The web processes' CPU for the round (the post, 7 events x N sockets): far less
+                # noisy than the latencies on a shared machine.
+                cpu_ms = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) * 1000
                 print(
                     f"round {r + 1}: created received {res['received']}/{args.clients} "
                     f"p50 {res['p50']:.0f} ms p95 {res['p95']:.0f} ms max {res['max']:.0f} ms | "
                     f"reply to all {res['replies']}/{args.clients}: last message.completed {res['reply_last']:.0f} ms, "
-                    f"last delta {res['delta_last']:.0f} ms, {res['deltas']} delta frames per client"
+                    f"last delta {res['delta_last']:.0f} ms, {res['deltas']} delta frames per client | "
+                    f"web CPU {cpu_ms:.0f} ms ({cpu_ms * 1000 / (args.clients * 7):.0f} us per socket and event)"
                 )
                 await asyncio.sleep(0.5)
 
             # Mass disconnect: half close politely, half drop the TCP connection.
-            group_key = f"asgi:group:conversation.{conversation_id}"
             store = redis.Redis.from_url(os.environ["REDIS_URL"])
-            members_before = store.zcard(group_key)
+
+            def members() -> int:
+                """core: the group's sorted set; pubsub: the processes subscribed to the
+                group's channel plus the sockets' own channels still subscribed."""
+                if args.layer == "core":
+                    return store.zcard(f"asgi:group:conversation.{conversation_id}")
+                prefix = pubsub_prefix("asgi", os.environ["REDIS_URL"])
+                [(_, processes)] = store.pubsub_numsub(f"{prefix}__group__conversation.{conversation_id}")
+                return processes + len(store.pubsub_channels(f"{prefix}specific.*"))
+
+            members_before = members()
             t = time.perf_counter()
-
-            async def drop(i, listener):
-                if i % 2:
-                    listener.ws.transport.abort()
-                else:
-                    await listener.ws.close()
-
-            await asyncio.gather(*(drop(i, lsn) for i, lsn in enumerate(listeners)), return_exceptions=True)
-            emptied = await wait_until(lambda: store.zcard(group_key) == 0, 30)
+            await pool.drop()
+            emptied = await wait_until(lambda: members() == 0, 30)
             print(
-                f"mass disconnect: group members before {members_before}, "
-                f"{'0 after' if emptied else f'{store.zcard(group_key)} left after'} "
+                f"mass disconnect: in Redis before {members_before} "
+                f"({'members' if args.layer == 'core' else 'group subscriptions + socket channels'}), "
+                f"{'0 after' if emptied else f'{members()} left after'} "
                 f"{time.perf_counter() - t:.2f} s"
             )
             [late] = await open_all(urls[:1])
@@ -240,12 +407,21 @@ async def main(args) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=500)
-    parser.add_argument("--layer", choices=["core", "pubsub"], default="core")
+    parser.add_argument("--layer", choices=["core", "pubsub"], default="pubsub")
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument(
+        "--server",
+        choices=["gunicorn", "daphne"],
+        default="gunicorn",
+        help="gunicorn + uvicorn workers (make serve, the default) or one daphne per process",
+    )
     parser.add_argument("--turns", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--port", type=int, default=18400)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--client-processes", type=int, default=2, help="load-client processes the sockets are split over"
+    )
     parser.add_argument("--connect-concurrency", type=int, default=20, help="handshakes in flight at once")
     parser.add_argument("--log", default="/tmp/ws_fanout.log")
     asyncio.run(main(parser.parse_args()))

@@ -260,8 +260,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         """Sends the outbox in order; blocks while the server cannot take more (a client
         that does not read), which is what the outbox bounds measure."""
         while True:
-            frame = await self.outbox.get()
-            await super().send_json(frame)
+            text = await self.outbox.get()
+            await self.send(text_data=text)
 
     def _stop_writer(self):
         if self.writer is not None:
@@ -269,20 +269,26 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self.writer = None
 
     async def send_json(self, content, close=False):
-        """Queues a frame for the writer (directly before the outbox exists). Past
-        REALTIME_OUTBOX_TRANSIENT_LIMIT waiting frames a transient event is dropped; past
-        REALTIME_OUTBOX_LIMIT the socket is closed with 4408 (resume from your last seq)."""
+        return await self._send_frame(content, close=close)
+
+    async def _send_frame(self, content: dict, text: str | None = None, close=False):
+        """Queues a frame (its JSON ``text`` when the publisher encoded it already) for the
+        writer (directly before the outbox exists). Past REALTIME_OUTBOX_TRANSIENT_LIMIT
+        waiting frames a transient event is dropped; past REALTIME_OUTBOX_LIMIT the socket is
+        closed with 4408 (resume from your last seq)."""
         if self.closing and self.accepted:
             return None  # being closed (4408, 4401...): nothing more goes out
+        if text is None:
+            text = await self.encode_json(content)
         if self.outbox is None or close:
-            return await super().send_json(content, close=close)
+            return await self.send(text_data=text, close=close)
         waiting = self.outbox.qsize()
         if waiting >= settings.REALTIME_OUTBOX_LIMIT:
             return await self._close_too_slow()
         if waiting >= settings.REALTIME_OUTBOX_TRANSIENT_LIMIT and content.get("type") in TRANSIENT_EVENTS:
             self.dropped += 1
             return None
-        self.outbox.put_nowait(content)
+        self.outbox.put_nowait(text)
         return None
 
     async def _close_too_slow(self):
@@ -355,6 +361,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         await self._cleanup()
 
+    async def dispatch(self, message):
+        # channels >= 4.2 runs close_old_connections() through sync_to_async before every
+        # handler: one hop to the single sync thread per event and socket, 500 hops queued
+        # behind each other for one event to 500 sockets (py-spy under bench/ws_fanout.py:
+        # a quarter of the server's samples). The live-event handler reaches the database
+        # only through database_sync_to_async, which closes stale connections around its
+        # own call, so it skips that hop; every other message keeps the library's path.
+        if message.get("type") == "conversation.event":
+            return await self.conversation_event(message)
+        return await super().dispatch(message)
+
     async def conversation_event(self, event):
         if self.closing or self.subscription is None:
             return
@@ -362,8 +379,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         # REALTIME_RECHECK_SECONDS, before it is given an event.
         if time.monotonic() - self.checked_at >= settings.REALTIME_RECHECK_SECONDS and not await self._recheck_shared():
             return
+        frame, text = event["frame"], event.get("text")
         try:
-            frames = await self.subscription.admit_live(event["frame"])  # may read missed ones
+            frames = await self.subscription.admit_live(frame)  # may read missed ones
         except Exception as exc:
             if (dependency := dependency_failure(exc)) is None:
                 raise
@@ -372,8 +390,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 "websocket closed: %s unavailable", dependency, extra={"conversation_id": self.conversation_id}
             )
             return await self._close(CLOSE_TRY_AGAIN_LATER)
-        for frame in frames:
-            await self.send_json(frame)
+        for admitted in frames:
+            # The publisher's text goes out as is; frames read from the database are encoded here.
+            await self._send_frame(admitted, text if admitted is frame else None)
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         if self.closing or self.user is None or self.subscription is None:

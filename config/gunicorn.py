@@ -37,6 +37,11 @@ SHUTDOWN_GRACE_SECONDS = _env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 # X-Forwarded-For / X-Forwarded-Proto the server then trusts for the client address
 # (REMOTE_ADDR, which audits and rate limits read). Empty: trust no header (the default).
 FORWARDED_ALLOW_IPS = _env.str("FORWARDED_ALLOW_IPS", default="")
+# WebSocket permessage-deflate (RFC 7692), offered by browsers and the websockets client.
+# Off by default: each socket has its own compressor, so an event fanned out to 500 sockets
+# was deflated 500 times (py-spy under bench/ws_fanout.py: 30% of the worker's samples) for
+# frames of a few hundred bytes. Daphne never offered it (docs/realtime.md).
+WS_PER_MESSAGE_DEFLATE = _env.bool("WS_PER_MESSAGE_DEFLATE", default=False)
 
 workers = WEB_CONCURRENCY
 forwarded_allow_ips = FORWARDED_ALLOW_IPS or "127.0.0.1"
@@ -98,6 +103,7 @@ class AppWorker(UvicornWorker):
     """uvicorn with uvloop and httptools where installed, WebSocket through `websockets`.
 
     - ``lifespan`` off: Django's ASGI handler has no lifespan protocol.
+    - WebSocket compression off unless ``WS_PER_MESSAGE_DEFLATE`` (fan-out cost).
     - no access log and no ``server`` header; ``proxy_headers`` off unless
       ``FORWARDED_ALLOW_IPS`` names the proxies (uvicorn's default trusts 127.0.0.1, daphne's
       trusts nobody): the client address is the socket's, as under daphne without
@@ -114,6 +120,7 @@ class AppWorker(UvicornWorker):
         "access_log": False,
         "proxy_headers": bool(FORWARDED_ALLOW_IPS),
         "server_header": False,
+        "ws_per_message_deflate": WS_PER_MESSAGE_DEFLATE,
         "timeout_graceful_shutdown": max(int(SHUTDOWN_GRACE_SECONDS), 1) if _BOUNDED else None,
     }
 

@@ -9,6 +9,7 @@ list for the sync endpoint) also receives every event in order.
 """
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -29,6 +30,19 @@ def group_name(conversation_id: int) -> str:
 def event_frame(event_type: str, data: dict, seq: int | None = None) -> dict:
     """The wire shape shared by SSE and WebSocket: ``{"type", "seq", "data"}``."""
     return {"type": event_type, "seq": seq, "data": data}
+
+
+def encode_frame(frame: dict) -> str:
+    """The WebSocket text of a frame, exactly what ``AsyncJsonWebsocketConsumer.send_json``
+    would send. Encoded once per event by the publisher, so 500 sockets send one string
+    instead of encoding the same frame 500 times."""
+    return json.dumps(frame)
+
+
+def event_message(frame: dict) -> dict:
+    """The channel-layer message of one event: the frame (SSE, the seq filter) and its
+    encoded text (WebSocket consumers send it as is)."""
+    return {"type": "conversation.event", "frame": frame, "text": encode_frame(frame)}
 
 
 _publisher_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
@@ -56,7 +70,7 @@ def _group_send(conversation_id: int, frame: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "conversation.event", "frame": frame}
+    message = event_message(frame)
     try:
         if isinstance(layer, InMemoryChannelLayer):
             # Its queues belong to the loop of the one process's consumers: publish there.

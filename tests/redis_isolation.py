@@ -57,11 +57,18 @@ def use_test_redis(environ, settings) -> str:
     environ["REDIS_URL"] = url
     if settings.CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
         settings.CACHES["default"]["LOCATION"] = url
-    if settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer":
+    backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
+    if backend in ("channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"):
         # Only the address changes: the host's connection options (the read timeout above
         # channels-redis' blocking read, keepalives) are what the tests must exercise.
         config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
         config["hosts"] = [{**host, "address": url} if isinstance(host, dict) else url for host in config["hosts"]]
+        if backend.endswith("RedisPubSubChannelLayer"):
+            # Pub/sub channels cross databases: the prefix names the test run's database, as
+            # the settings do for the processes the end-to-end tests start on this URL.
+            from config.settings.channels import pubsub_prefix
+
+            config["prefix"] = pubsub_prefix(getattr(settings, "CHANNEL_LAYER_PREFIX", "asgi"), url)
     if not environ.get("CELERY_BROKER_URL"):
         from config.celery import app
 

@@ -1,5 +1,7 @@
 """Liveness, readiness and metrics endpoints (plain Django views: no auth, no DRF)."""
 
+import asyncio
+import contextlib
 import time
 import uuid
 
@@ -44,12 +46,27 @@ def check_channel_layer() -> None:
 
     async def roundtrip():
         channel = await layer.new_channel()
-        await layer.send(channel, {"type": "health.ping"})
-        message = await layer.receive(channel)
-        if message.get("type") != "health.ping":
-            raise RuntimeError("channel layer returned another message")
+        try:
+            await layer.send(channel, {"type": "health.ping"})
+            message = await layer.receive(channel)
+            if message.get("type") != "health.ping":
+                raise RuntimeError("channel layer returned another message")
+        finally:
+            if hasattr(layer, "_get_group_channel_name"):  # channels-redis' pub/sub layer
+                await _release_pubsub_channel(layer, channel)
 
     async_to_sync(roundtrip)()
+
+
+async def _release_pubsub_channel(layer, channel: str) -> None:
+    """The pub/sub layer keeps a new channel subscribed (a Redis subscription and a queue)
+    until a read of it is cancelled, its only way to let a channel go: every probe would
+    leave one behind."""
+    reading = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)  # the read starts waiting on the channel's queue
+    reading.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reading
 
 
 CHECKS = {

@@ -1,9 +1,23 @@
 """Live connections: the channel layer that fans events out to WebSocket and SSE
 listeners, and the timings of those connections."""
 
+import re
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import REDIS_URL, env
+
+
+def pubsub_prefix(name: str, redis_url: str) -> str:
+    """The pub/sub layer's channel prefix of a deployment: ``<name>.db<index>.`` (only the
+    characters channel names allow: letters, digits, ``-``, ``_`` and ``.``)."""
+    if not re.fullmatch(r"[A-Za-z0-9_\-.]{1,40}", name):
+        raise ImproperlyConfigured(f"CHANNEL_LAYER_PREFIX must be 1-40 of A-Z a-z 0-9 _ - ., not {name!r}")
+    match = re.fullmatch(r"/?(\d*)", urlsplit(redis_url).path)
+    index = int(match.group(1)) if match and match.group(1) else 0
+    return f"{name}.db{index}."
+
 
 # A group member not renewed for this long is dropped by the channel layer at the next send
 # to the group: a socket that died without leaving stops costing sends after it. Live
@@ -30,20 +44,34 @@ if REDIS_URL:
         "socket_keepalive": True,
         "health_check_interval": 30,
     }
-    # Which channels-redis design fans events out (docs/benchmarks.md, "Real-time fan-out"):
-    # "core" keeps each group's members in a Redis sorted set and pushes one message per
-    # member; "pubsub" publishes one message per group and each process hands it to its
-    # own members (no membership in Redis, nothing to sweep after a crash). Pub/sub channels
-    # are shared by every database of a Redis server: only one deployment per Redis server
-    # may use "pubsub" (docs/realtime.md).
-    CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="core")
+    # Which channels-redis design fans events out (docs/realtime.md, docs/benchmarks.md
+    # "Real-time fan-out"): "pubsub" (the default) publishes one message per event and each
+    # process hands it to its own members (membership in process memory, nothing to sweep
+    # after a crash); "core" keeps each group's members in a Redis sorted set and pushes one
+    # message per member (group expiry and renewal only mean something there).
+    CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="pubsub")
     if CHANNEL_LAYER not in ("core", "pubsub"):
         raise ImproperlyConfigured(f"CHANNEL_LAYER must be core or pubsub, not {CHANNEL_LAYER!r}")
+    # Redis pub/sub channels belong to the server, not to a database: the database index of
+    # REDIS_URL, which separates deployments, test runs and worktrees everywhere else, does
+    # not separate them. Every pub/sub channel name therefore starts with this deployment's
+    # prefix: CHANNEL_LAYER_PREFIX (default "asgi") and the database index, "asgi.db5.".
+    # Two deployments on one Redis database, or on one server with the same index, must set
+    # different CHANNEL_LAYER_PREFIX values.
+    CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", default="asgi")
     if CHANNEL_LAYER == "pubsub":
+        from config import channel_layer
+
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [CHANNEL_REDIS_HOST]},
+                "CONFIG": {
+                    "hosts": [CHANNEL_REDIS_HOST],
+                    "prefix": pubsub_prefix(CHANNEL_LAYER_PREFIX, REDIS_URL),
+                    # msgpack, decoded once per event and process, not once per member
+                    # (config/channel_layer.py).
+                    "serializer_format": channel_layer.register(),
+                },
             }
         }
     else:

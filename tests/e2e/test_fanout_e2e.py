@@ -1,5 +1,5 @@
 """Issue 15 on the real stack: many WebSocket clients of one conversation on daphne and the
-Redis channel layer. Every client is in the conversation's group once its handshake is
+Redis channel layer (core and pub/sub). Every client is in the conversation's group once its handshake is
 accepted; when they all disconnect at once (half with a close frame, half by dropping the
 TCP connection) the group is left with no member, and a client that connects afterwards
 gets the next message."""
@@ -25,11 +25,23 @@ def _group_key(conversation_id: int) -> str:
     return f"asgi:group:conversation.{conversation_id}"
 
 
-def _group_members(conversation_id: int) -> int:
-    """Members of the conversation's group in the core layer's Redis sorted set."""
+def _pubsub_prefix() -> str:
+    from config.settings.channels import pubsub_prefix
+
+    return pubsub_prefix("asgi", os.environ["REDIS_URL"])
+
+
+def _group_members(conversation_id: int, layer: str = "core") -> int:
+    """What the conversation's group holds in Redis: core, the members in its sorted set;
+    pub/sub, the processes subscribed to its channel plus the sockets' own channels still
+    subscribed (each socket has one while it lives)."""
     store = redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2)
     try:
-        return store.zcard(_group_key(conversation_id))
+        if layer == "core":
+            return store.zcard(_group_key(conversation_id))
+        prefix = _pubsub_prefix()
+        [(_, processes)] = store.pubsub_numsub(f"{prefix}__group__conversation.{conversation_id}")
+        return processes + len(store.pubsub_channels(f"{prefix}specific.*"))
     finally:
         store.close()
 
@@ -64,8 +76,9 @@ async def _disconnect_all(sockets: list) -> None:
     await asyncio.gather(*(drop(i, ws) for i, ws in enumerate(sockets)))
 
 
-def test_mass_disconnect_leaves_no_member_and_a_later_send_reaches_a_new_client(stack):
-    stack.env["CHANNEL_LAYER"] = "core"  # the layer that keeps membership in Redis
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
+def test_mass_disconnect_leaves_no_member_and_a_later_send_reaches_a_new_client(stack, layer):
+    stack.env["CHANNEL_LAYER"] = layer
     stack.env["REALTIME_MAX_SOCKETS_PER_USER"] = str(CLIENTS + 10)
     stack.start_daphne()
     account = register(stack)
@@ -80,12 +93,12 @@ def test_mass_disconnect_leaves_no_member_and_a_later_send_reaches_a_new_client(
     async def storm() -> int:
         sockets = await _open(url, CLIENTS)
         # Accepted means subscribed: every accepted client is a member already.
-        members = _group_members(conversation_id)
+        members = _group_members(conversation_id, layer)
         await _disconnect_all(sockets)
         return members
 
     members_while_open = asyncio.run(storm())
-    wait_for(lambda: _group_members(conversation_id) == 0, timeout=30, what="the group to empty")
+    wait_for(lambda: _group_members(conversation_id, layer) == 0, timeout=30, what="the group to empty")
 
     async def later_send() -> dict:
         async with ws_connect(url, ping_interval=None, open_timeout=30) as ws:
@@ -94,13 +107,14 @@ def test_mass_disconnect_leaves_no_member_and_a_later_send_reaches_a_new_client(
             while time.monotonic() < deadline:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=20))
                 if frame["type"] == "message.created":
-                    return {"frame": frame, "posted": posted, "members": _group_members(conversation_id)}
+                    return {"frame": frame, "posted": posted, "members": _group_members(conversation_id, layer)}
             pytest.fail("no message.created after the mass disconnect")
 
     result = asyncio.run(later_send())
 
-    assert members_while_open == CLIENTS
+    # pub/sub: one subscription of the process to the group, and each socket's own channel.
+    assert members_while_open == (CLIENTS if layer == "core" else 1 + CLIENTS)
     assert result["frame"]["seq"] == result["posted"]["message"]["seq"]
     assert result["frame"]["data"]["content"] == "after the storm"
-    assert result["members"] == 1
-    wait_for(lambda: _group_members(conversation_id) == 0, timeout=10, what="the last client to leave")
+    assert result["members"] == (1 if layer == "core" else 2)
+    wait_for(lambda: _group_members(conversation_id, layer) == 0, timeout=10, what="the last client to leave")

@@ -65,3 +65,25 @@ def test_the_test_channel_layer_keeps_the_hosts_connection_options(settings):
     assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] == [
         {"address": "redis://h:6379/1", "socket_timeout": 15}
     ]
+
+
+def test_the_test_pubsub_layer_moves_to_the_test_database_and_its_prefix(settings):
+    """Pub/sub channels cross databases: the test run's layer is re-pointed and re-prefixed
+    with the test database's index, as the processes the end-to-end tests start are."""
+    from tests.redis_isolation import use_test_redis
+
+    settings.CHANNEL_LAYER_PREFIX = "asgi"
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": "redis://h:6379/0", "socket_timeout": 15}], "prefix": "asgi.db0."},
+        }
+    }
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    environ = {"REDIS_URL": "redis://h:6379/0", "CELERY_BROKER_URL": "memory://"}
+
+    use_test_redis(environ, settings)
+
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    assert config["hosts"] == [{"address": "redis://h:6379/1", "socket_timeout": 15}]
+    assert config["prefix"] == "asgi.db1."
