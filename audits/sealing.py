@@ -8,7 +8,7 @@ module, and the task module imports the services it calls (docs/audits.md, "Seal
 import logging
 from collections.abc import Callable
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from config.core import background
 
@@ -38,7 +38,16 @@ def _ask() -> None:
 # Off the request's path: one ask per batch of commits (the sealer seals every committed
 # record it finds, so one ask covers all the commits before it). A batch lost with its
 # process is what the periodic seal is for.
-_seal_batcher = background.Batcher(lambda _commits: _ask(), name="audit-seal-request")
+def _ask_in_background(_commits: list) -> None:
+    try:
+        _ask()
+    finally:
+        # No request ends in the batcher's thread to give a pooled connection back.
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+_seal_batcher = background.Batcher(_ask_in_background, name="audit-seal-request")
 
 
 def _request_seal() -> None:

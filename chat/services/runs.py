@@ -366,8 +366,10 @@ def _runs_hand_over_in_background(runs: list[tuple[int, str | None]]) -> None:
     try:
         _runs_hand_over(runs)
     finally:
-        # The batcher's own thread: no request ends here to give a pooled connection back.
-        connection.close()
+        # The batcher's own thread: no request ends here to give a pooled connection back
+        # (flush() may run this in a caller's thread: a transaction there is left alone).
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 _run_batcher = background.Batcher(_runs_hand_over_in_background, name="run-hand-over")
