@@ -85,3 +85,36 @@ def test_the_202_view_gives_its_connection_back_to_the_pool_outside_a_transactio
 
     assert connection.connection is None
     assert AgentRun.objects.count() == 0  # and the next query simply takes one again
+
+
+@pytest.fixture
+def real_broker(real_stack):
+    """Celery publishes for real to the test run's Redis (its broker URL), not eagerly."""
+    from config.celery import app
+
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("default")
+    yield app
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("default")
+    app.conf.task_always_eager = saved
+
+
+def test_a_batch_is_one_task_per_run_each_with_its_request_id(real_broker):
+    import json
+
+    from chat.tasks import send_runs
+
+    send_runs([(901, "req-a"), (902, None), (903, "req-c")])
+
+    with real_broker.connection_for_write() as conn:
+        client = conn.default_channel.client
+        raw = list(reversed(client.lrange("default", 0, -1)))
+    headers = [json.loads(message)["headers"] for message in raw]
+    assert [(h["task"], h["argsrepr"], h.get("request_id")) for h in headers] == [
+        ("chat.tasks.run_agent_task", "(901,)", "req-a"),
+        ("chat.tasks.run_agent_task", "(902,)", None),
+        ("chat.tasks.run_agent_task", "(903,)", "req-c"),
+    ]
