@@ -9,4 +9,4 @@ class AuditsConfig(AppConfig):
         # this wires to the task module, so services never import the task module.
         from . import sealing, tasks
 
-        sealing.seal_requester_set(tasks.request_seal)
+        sealing.seal_requester_set(tasks.request_seal, in_background=tasks.seal_in_background)

@@ -58,6 +58,12 @@ def request_seal() -> None:
         logger.warning(cache_problem, exc_info=True)
 
 
+def seal_in_background() -> bool:
+    """Commits ask for their seal from a background thread unless Celery runs tasks eagerly
+    (then ``request_seal`` seals inline and callers expect the records sealed on return)."""
+    return not current_app.conf.task_always_eager
+
+
 @shared_task
 def purge_old_audits() -> int:
     """Applies the retention period; 0 days (the default) keeps every record."""

@@ -9,4 +9,4 @@ class ChatConfig(AppConfig):
         # this wires to the Celery task, so services never import the task module.
         from . import queue, tasks
 
-        queue.run_sender_set(lambda run_id: tasks.execute_run.delay(run_id))
+        queue.run_sender_set(tasks.send_runs, in_background=tasks.runs_in_background)

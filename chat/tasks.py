@@ -50,3 +50,27 @@ def sweep_stuck_runs() -> dict:
 def relay_unsent_runs() -> dict:
     """The outbox relay: runs stored while the broker was down go to the broker now."""
     return runs.runs_relay()
+
+
+def send_runs(runs) -> None:
+    """Publishes ``execute_run`` for every (run id, request id) in one Redis pipeline
+    (kombu's ``Producer.batch``): one client and one round trip for the batch instead of
+    one per run. Each task carries the request id of the request that stored its run (the
+    batch is sent from a background thread, outside that request's context). Raises what
+    the broker raises; then none of the batch may be assumed sent."""
+    app = execute_run.app
+    if app.conf.task_always_eager or len(runs) == 1:
+        for run_id, request_id in runs:
+            execute_run.apply_async((run_id,), headers={"request_id": request_id} if request_id else None)
+        return
+    with app.producer_or_acquire() as producer, producer.batch():
+        for run_id, request_id in runs:
+            execute_run.apply_async(
+                (run_id,), producer=producer, headers={"request_id": request_id} if request_id else None
+            )
+
+
+def runs_in_background() -> bool:
+    """Committed runs go through the process's background batcher unless Celery runs tasks
+    eagerly (tests, embedded mode: sending executes the run, callers expect it done)."""
+    return not execute_run.app.conf.task_always_eager

@@ -17,12 +17,13 @@ from datetime import timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from audits.services import audit_record
-from config.core import metrics
+from config.core import background, metrics
+from config.core.context import current_request_id
 from conversations import services as conversation_services
 from conversations.events import Publisher
 from conversations.models import Message
@@ -327,20 +328,51 @@ def run_event_data(run: AgentRun) -> dict:
 def run_enqueue(*, run_id: int) -> bool:
     """Hands a queued run to the broker; call after the run's transaction committed.
 
+    On the real stack the run goes to this process's background batcher
+    (``config.core.background``) and this returns at once (True: handed to the batcher):
+    the request that stored the run does not wait for the publish, and under load one
+    Redis pipeline carries the runs of many requests (``_runs_hand_over``). When Celery
+    runs tasks eagerly (tests, embedded mode) the run is sent here, in the caller's thread.
+
     Never raises: when the broker refuses the task (Redis down), the run is marked
     ``enqueue_failed_at`` and ``runs_relay`` (a beat task every few seconds) hands it over
-    once the broker is back. Should even that mark fail (the database went too), the stale
-    sweep re-queues the run after ``AGENT_STALE_QUEUED_SECONDS``. True when enqueued."""
+    once the broker is back. Should even that mark fail (the database went too), or the
+    process die between the commit and the publish, the stale sweep re-queues the run
+    after ``AGENT_STALE_QUEUED_SECONDS``. False when the broker refused it here."""
+    request_id = current_request_id()
+    if queue.in_background():
+        _run_batcher.submit((run_id, request_id))
+        return True
+    return _runs_hand_over([(run_id, request_id)])
+
+
+def _runs_hand_over(runs: list[tuple[int, str | None]]) -> bool:
+    """Sends ``runs`` (run id, request id) in one publish; on a refusal marks every one of
+    them unsent for the relay. True when sent."""
     try:
-        queue.run_send(run_id)
-    except Exception:  # noqa: BLE001 - the message and its run are stored: nothing to fail
-        logger.warning("could not enqueue run; the relay will", exc_info=True, extra={"run_id": run_id})
+        queue.run_send_many(runs)
+    except Exception:  # noqa: BLE001 - the messages and their runs are stored: nothing to fail
+        run_ids = [run_id for run_id, _ in runs]
+        logger.warning("could not enqueue runs; the relay will", exc_info=True, extra={"runs": run_ids})
         try:
-            AgentRun.objects.filter(pk=run_id, status=Status.QUEUED).update(enqueue_failed_at=timezone.now())
+            AgentRun.objects.filter(pk__in=run_ids, status=Status.QUEUED).update(enqueue_failed_at=timezone.now())
         except Exception:  # noqa: BLE001
-            logger.warning("could not mark run unsent; the stale sweep will requeue it", extra={"run_id": run_id})
+            logger.warning("could not mark runs unsent; the stale sweep will requeue them", extra={"runs": run_ids})
         return False
     return True
+
+
+def _runs_hand_over_in_background(runs: list[tuple[int, str | None]]) -> None:
+    try:
+        _runs_hand_over(runs)
+    finally:
+        # The batcher's own thread: no request ends here to give a pooled connection back
+        # (flush() may run this in a caller's thread: a transaction there is left alone).
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+_run_batcher = background.Batcher(_runs_hand_over_in_background, name="run-hand-over")
 
 
 def runs_relay(*, limit: int = 500) -> dict:
