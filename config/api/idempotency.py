@@ -125,7 +125,33 @@ def idempotent(handler):
         _complete(claim, response)
         return response
 
+    wrapper.idempotent = True  # config.api.fast serves replays of it before the view runs
     return extend_schema(parameters=[IDEMPOTENCY_KEY_PARAMETER])(wrapper)
+
+
+def key_is_valid(key: str) -> bool:
+    return bool(_KEY_OK.match(key))
+
+
+def fingerprint(request) -> str:
+    """The request's fingerprint (see ``_fingerprint``) for a Django or a DRF request."""
+    return _fingerprint(request)
+
+
+def stored_replay(*, user, key: str, fingerprint: str) -> HttpResponse | None:
+    """The replay of the stored response when ``key`` of ``user`` holds a completed,
+    unexpired response of the request with ``fingerprint``; None otherwise (first use,
+    another request, still in flight, expired), where the caller runs the view, whose
+    claim decides (``_claim``). One query, no write: a replay creates nothing."""
+    existing = IdempotencyKey.objects.filter(tenant_id=user.tenant_id, user_id=user.pk, key=key).first()
+    if (
+        existing is None
+        or existing.state != IdempotencyKey.State.COMPLETED
+        or existing.fingerprint != fingerprint
+        or existing.expires_at <= timezone.now()
+    ):
+        return None
+    return _replay(existing)
 
 
 def _fingerprint(request) -> str:
