@@ -14,6 +14,7 @@ from config.api.views import TenantScopedViewSet
 
 from . import exports, selectors, services
 from .serializers import (
+    AUDIT_FILTER_PARAMS,
     AUDIT_ROW_FIELDS,
     AuditExportParamsSerializer,
     AuditRecordCreateSerializer,
@@ -48,11 +49,14 @@ class AuditRecordViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
         """The page body: filters validated, the caller's scope, keyset pagination, plain
         rows (not model instances through a ModelSerializer: same body, pinned). ``request``
         needs ``query_params`` and ``build_absolute_uri`` (a DRF request or a PageRequest)."""
-        params = AuditRecordFilterSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        records = selectors.audit_record_filter(
-            selectors.audit_record_list(tenant=user.tenant, user=user), params.validated_data
-        )
+        filters = {}
+        if not AUDIT_FILTER_PARAMS.isdisjoint(request.query_params):
+            # Without a filter parameter the serializer's answer is {} (every field optional,
+            # none with a default): skip building it, ~0.3 ms of a page.
+            params = AuditRecordFilterSerializer(data=request.query_params)
+            params.is_valid(raise_exception=True)
+            filters = params.validated_data
+        records = selectors.audit_record_filter(selectors.audit_record_list(tenant=user.tenant, user=user), filters)
         paginator = cls.pagination_class()
         page = paginator.paginate_queryset(records.values(*AUDIT_ROW_FIELDS), request, view=cls)
         return paginator.get_paginated_response(audit_record_rows(page)).data

@@ -160,9 +160,12 @@ async def _serve_replay(request, allow):
     key = request.headers[idempotency.HEADER]
     if not idempotency.key_is_valid(key):
         return None
-    response = await sync_to_async(idempotency.stored_replay)(
-        user=user, key=key, fingerprint=idempotency.fingerprint(request)
-    )
+    fingerprint = idempotency.fingerprint(request)
+    if isinstance(request, ASGIRequest):
+        redis = ratelimit.async_redis("default")  # the cache idempotency copies live in
+        response = await idempotency.astored_replay(user=user, key=key, fingerprint=fingerprint, redis=redis)
+    else:  # the WSGI handler (tests): a new event loop per request
+        response = await sync_to_async(idempotency.stored_replay)(user=user, key=key, fingerprint=fingerprint)
     if response is not None:
         response["Allow"] = allow
     return response

@@ -225,7 +225,7 @@ async def _aredis_count(cache, *, group: str, value: str, rate: str, increment: 
     limit, period = _split_rate(rate)
     window = _get_window(value, period)
     key = cache.make_key(_make_cache_key(group, window, rate, value, ALL))
-    async with _async_client(cache).pipeline(transaction=True) as pipe:
+    async with async_redis().pipeline(transaction=True) as pipe:
         pipe.set(key, 0, ex=period + EXPIRATION_FUDGE, nx=True)
         pipe.incrby(key, 1 if increment else 0)
         count = int((await pipe.execute())[1])
@@ -238,16 +238,18 @@ async def _aredis_count(cache, *, group: str, value: str, rate: str, increment: 
 _async_clients: dict = {}
 
 
-def _async_client(cache):
+def async_redis(alias: str | None = None):
+    """The redis.asyncio client of cache ``alias``'s server (the rate-limit cache by
+    default) for the running event loop."""
     import redis.asyncio
 
+    alias = alias or getattr(settings, "RATELIMIT_USE_CACHE", "default")
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
+    client = _async_clients.get((loop, alias))
     if client is None:
-        for other in [other for other in _async_clients if other.is_closed()]:
+        for other in [other for other in _async_clients if other[0].is_closed()]:
             del _async_clients[other]
         # The cache's own server (LOCATION, the first one if several) and socket timeouts.
-        alias = getattr(settings, "RATELIMIT_USE_CACHE", "default")
         location = settings.CACHES[alias]["LOCATION"]
         options = settings.CACHES[alias].get("OPTIONS", {})
         client = redis.asyncio.Redis.from_url(
@@ -255,7 +257,7 @@ def _async_client(cache):
             socket_timeout=options.get("SOCKET_TIMEOUT"),
             socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
         )
-        _async_clients[loop] = client
+        _async_clients[(loop, alias)] = client
     return client
 
 
