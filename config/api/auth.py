@@ -31,17 +31,15 @@ class JWTAuthentication(authentication.JWTAuthentication):
     """simplejwt's, refusing users of a deactivated tenant, plus the caller in the request
     context.
 
-    The user and their tenant come in one query (a join), or from the per-process caller
-    cache (``config.api.callers``, ``AUTH_CALLER_CACHE_SECONDS``): a deactivated user or
-    tenant, or a changed password, is refused from this process's next request when the
-    change went through the ORM, and within the cache's TTL otherwise. The per-tenant rate
-    limit reads the tenant's tier from the same row."""
+    The user and their tenant come in one query (a join) on every request of the DRF
+    views, so a deactivated user or tenant is refused from its next request. The row read
+    is remembered in the per-process caller cache (``config.api.callers``) that only the
+    async fast paths read (``aauthenticate``; refused there within
+    ``AUTH_CALLER_CACHE_SECONDS``, at once when the change went through this process's
+    ORM). The per-tenant rate limit reads the tenant's tier from the same row."""
 
     def get_user(self, validated_token):
-        user = callers.get(self.user_id(validated_token))
-        if user is None:
-            user = self.load_user(validated_token)
-        return self.check_user(user, validated_token)
+        return self.check_user(self.load_user(validated_token), validated_token)
 
     @staticmethod
     def user_id(validated_token):
