@@ -41,6 +41,7 @@ from rest_framework.renderers import JSONRenderer
 
 from . import idempotency, ratelimit
 from .auth import JWTAuthentication
+from .permissions import HasTenant
 
 _RENDERER = JSONRenderer()
 _AUTHENTICATION = JWTAuthentication()
@@ -80,19 +81,13 @@ def _reproducible(view_class, initkwargs) -> bool:
     """Whether this module does what DRF would for ``view_class``: our JWT authentication,
     the tenant throttle, and permissions an authenticated caller of an active tenant passes."""
     view = view_class(**initkwargs)
-    allowed = (permissions.IsAuthenticated, _has_tenant())
+    allowed = (permissions.IsAuthenticated, HasTenant)
     return (
         [type(a) for a in view.get_authenticators()] == [JWTAuthentication]
         and [type(t) for t in view.get_throttles()] == [ratelimit.TenantRateThrottle]
         and all(type(p) in allowed for p in view.get_permissions())
         and [type(r) for r in view.get_renderers()] == [JSONRenderer]
     )
-
-
-def _has_tenant():
-    from .views import HasTenant
-
-    return HasTenant
 
 
 def _allow_header(view_class, actions, initkwargs) -> str:

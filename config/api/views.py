@@ -3,13 +3,9 @@
 from rest_framework import permissions, viewsets
 
 from .fast import fast_view
+from .permissions import HasTenant
 
-
-class HasTenant(permissions.BasePermission):
-    message = "This account does not belong to a tenant."
-
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_authenticated and request.user.tenant_id)
+__all__ = ["HasTenant", "TenantScopedViewSet"]
 
 
 class TenantScopedViewSet(viewsets.GenericViewSet):
