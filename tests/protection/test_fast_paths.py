@@ -384,3 +384,16 @@ async def test_under_asgi_a_replay_without_the_copy_reads_the_row():
 
     assert (replay[0], replay[2], replay[1]["idempotent-replayed"]) == (201, first[2], "true")
     assert other[0] == 422 and json.loads(other[2])["error"]["code"] == "idempotency_key_mismatch"
+
+
+def test_only_views_whose_policies_the_fast_path_reproduces_are_wrapped():
+    from asgiref.sync import iscoroutinefunction
+    from django.urls import resolve
+
+    assert iscoroutinefunction(resolve(ME).func)
+    assert iscoroutinefunction(resolve(AUDITS).func)
+    assert iscoroutinefunction(resolve("/api/v1/conversations/").func)  # replays of its create
+    # The tenant's users: owners and admins only (IsTenantAdmin), which the fast path does
+    # not evaluate: DRF's view as it was.
+    assert not iscoroutinefunction(resolve("/api/v1/users/").func)
+    assert resolve("/api/v1/users/").func.cls.__name__ == "UserViewSet"
