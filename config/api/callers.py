@@ -90,20 +90,22 @@ class CallerCache:
 
 
 def _values(instance) -> tuple:
-    """(model, pk, field names, values) of ``instance``'s concrete fields, as loaded."""
+    """(model, pk, field names, values, database alias) of ``instance``'s concrete fields,
+    as loaded."""
     meta = instance._meta
     names = tuple(field.attname for field in meta.concrete_fields)
-    return (type(instance), instance.pk, names, tuple(getattr(instance, name) for name in names))
+    values = tuple(getattr(instance, name) for name in names)
+    return (type(instance), instance.pk, names, values, instance._state.db or "default")
 
 
 def _build(user_values: tuple, tenant_values: tuple | None):
-    model, _, names, values = user_values
-    user = model.from_db("default", names, values)
+    model, _, names, values, alias = user_values
+    user = model.from_db(alias, names, values)
     if tenant_values is not None:
-        tenant_model, _, tenant_names, tenant_fields = tenant_values
-        # Mutable field values (JSON) are copied by from_db's constructor only by reference:
-        # the cached tuple is never handed out itself, and our auth reads only scalars.
-        user._state.fields_cache["tenant"] = tenant_model.from_db("default", tenant_names, tenant_fields)
+        tenant_model, _, tenant_names, tenant_fields, tenant_alias = tenant_values
+        # User and Tenant have scalar fields only (no JSON or other mutable values), so the
+        # cached values can be handed to each new instance as they are.
+        user._state.fields_cache["tenant"] = tenant_model.from_db(tenant_alias, tenant_names, tenant_fields)
     return user
 
 
