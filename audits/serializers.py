@@ -1,6 +1,10 @@
 import json
+from datetime import timedelta
 
-from rest_framework import serializers
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import ISO_8601, serializers
+from rest_framework.settings import api_settings
 
 from config.api.fields import MAX_ID, StrictCharField
 
@@ -71,11 +75,37 @@ AUDIT_ROW_FIELDS = (
 )
 
 _DATETIME = serializers.DateTimeField(read_only=True)
+_UTC_OFFSET = timedelta(0)
+
+
+def _utc_iso(value) -> str | None:
+    """DRF's ``DateTimeField.to_representation`` for a datetime in UTC while the current
+    time zone is UTC and the format ISO 8601 (what ``_datetime_renderer`` checks): the same
+    string (``...Z``) without DRF's per-value time-zone conversion; anything else goes
+    through DRF's own."""
+    if value is None:
+        return None
+    if value.utcoffset() != _UTC_OFFSET:
+        return _DATETIME.to_representation(value)
+    return value.replace(tzinfo=None).isoformat() + "Z"
+
+
+def _datetime_renderer():
+    output_format = getattr(_DATETIME, "format", api_settings.DATETIME_FORMAT)
+    if (
+        settings.USE_TZ
+        and isinstance(output_format, str)
+        and output_format.lower() == ISO_8601
+        and timezone.get_current_timezone().utcoffset(None) == _UTC_OFFSET
+        and timezone.get_current_timezone_name() == "UTC"
+    ):
+        return _utc_iso
+    return _DATETIME.to_representation
 
 
 def audit_record_rows(rows) -> list[dict]:
     """``AuditRecordSerializer(many=True).data`` for rows of ``.values(*AUDIT_ROW_FIELDS)``."""
-    when = _DATETIME.to_representation
+    when = _datetime_renderer()
     return [
         {
             "id": row["id"],
@@ -143,6 +173,10 @@ class AuditRecordFilterSerializer(serializers.Serializer):
         if attrs.get("since") and attrs.get("until") and attrs["since"] >= attrs["until"]:
             raise serializers.ValidationError({"until": ["Must be after since."]})
         return attrs
+
+
+# The list's query parameters that filter (the others, cursor and page_size, paginate).
+AUDIT_FILTER_PARAMS = frozenset(AuditRecordFilterSerializer().fields)
 
 
 class AuditExportParamsSerializer(AuditRecordFilterSerializer):

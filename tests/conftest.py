@@ -75,6 +75,10 @@ def _isolated_cache_and_tasks(settings):
 def clear_test_cache() -> None:
     from django.core.cache import cache
 
+    from config.api.callers import callers
+
+    callers.clear()  # the per-process caller cache (user + tenant rows)
+
     if hasattr(cache, "delete_pattern"):
         cache.delete_pattern("*")  # django-redis: only keys under the cache's KEY_PREFIX
     else:

@@ -9,3 +9,8 @@ class ApiConfig(AppConfig):
     label = "api"
     verbose_name = "API plumbing"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from .callers import connect_invalidation
+
+        connect_invalidation()

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
@@ -11,6 +12,8 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from config.core.context import tenant_id_var, user_id_var
+
+from .callers import callers
 
 
 def _remember(user) -> None:
@@ -28,20 +31,39 @@ class JWTAuthentication(authentication.JWTAuthentication):
     """simplejwt's, refusing users of a deactivated tenant, plus the caller in the request
     context.
 
-    The user and their tenant come in one query (a join), read on every request: no cache,
-    so a deactivated user or tenant, or a changed password, is refused from the next
-    request on. The per-tenant rate limit reads the tenant's tier from the same row."""
+    The user and their tenant come in one query (a join) on every request of the DRF
+    views, so a deactivated user or tenant is refused from its next request. The row read
+    is remembered in the per-process caller cache (``config.api.callers``) that only the
+    async fast paths read (``aauthenticate``; refused there within
+    ``AUTH_CALLER_CACHE_SECONDS``, at once when the change went through this process's
+    ORM). The per-tenant rate limit reads the tenant's tier from the same row."""
 
     def get_user(self, validated_token):
-        # simplejwt's get_user, with the tenant joined in (its own issues a second query).
+        return self.check_user(self.load_user(validated_token), validated_token)
+
+    @staticmethod
+    def user_id(validated_token):
         try:
-            user_id = validated_token[api_settings.USER_ID_CLAIM]
+            return validated_token[api_settings.USER_ID_CLAIM]
         except KeyError as exc:
             raise InvalidToken(_("Token contained no recognizable user identification")) from exc
+
+    def load_user(self, validated_token):
+        """The token's user with the tenant joined (one query), remembered in the caller
+        cache. Sync: the database."""
         try:
-            user = self.user_model.objects.select_related("tenant").get(**{api_settings.USER_ID_FIELD: user_id})
+            user = self.user_model.objects.select_related("tenant").get(
+                **{api_settings.USER_ID_FIELD: self.user_id(validated_token)}
+            )
         except self.user_model.DoesNotExist as exc:
             raise AuthenticationFailed(_("User not found"), code="user_not_found") from exc
+        callers.put(user)
+        return user
+
+    @staticmethod
+    def check_user(user, validated_token):
+        """simplejwt's checks (active, password not changed since the token) and ours
+        (tenant active). CPU only."""
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
             raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
         if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
@@ -57,6 +79,29 @@ class JWTAuthentication(authentication.JWTAuthentication):
         if result is not None:
             _remember(result[0])
         return result
+
+    async def aauthenticate(self, request):
+        """For async views (``config.api.fast``): the caller of a valid ``Authorization:
+        Bearer`` header, or None when there is no header or anything is wrong with it
+        (the caller then lets DRF's path answer, with its exact 401). The token is checked
+        in the event loop; the database is reached (one thread hop) only when the caller
+        cache misses."""
+        header = self.get_header(request)
+        if header is None:
+            return None
+        try:
+            raw_token = self.get_raw_token(header)
+            if raw_token is None:
+                return None
+            validated = self.get_validated_token(raw_token)
+            user = callers.get(self.user_id(validated))
+            if user is None:
+                user = await sync_to_async(self.load_user)(validated)
+            user = self.check_user(user, validated)
+        except (InvalidToken, TokenError, AuthenticationFailed):
+            return None
+        _remember(user)
+        return user
 
 
 @dataclass(frozen=True)

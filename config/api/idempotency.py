@@ -50,6 +50,7 @@ import time
 import uuid
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections, router
 from django.http import HttpResponse
@@ -125,7 +126,100 @@ def idempotent(handler):
         _complete(claim, response)
         return response
 
+    wrapper.idempotent = True  # config.api.fast serves replays of it before the view runs
     return extend_schema(parameters=[IDEMPOTENCY_KEY_PARAMETER])(wrapper)
+
+
+def key_is_valid(key: str) -> bool:
+    return bool(_KEY_OK.match(key))
+
+
+def fingerprint(request) -> str:
+    """The request's fingerprint (see ``_fingerprint``) for a Django or a DRF request."""
+    return _fingerprint(request)
+
+
+def stored_replay(*, user, key: str, fingerprint: str) -> HttpResponse | None:
+    """The replay of the stored response when ``key`` of ``user`` holds a completed,
+    unexpired response of the request with ``fingerprint``; None otherwise (first use,
+    another request, still in flight, expired), where the caller runs the view, whose
+    claim decides (``_claim``). No write: a replay creates nothing. From the Redis copy
+    when there is one (``_copy_store``), else one query."""
+    cache = _copy_cache()
+    if cache is not None:
+        try:
+            copy = cache.get(_copy_key(user.tenant_id, user.pk, key))
+        except Exception:  # noqa: BLE001 - the row is the truth; the copy only saves a query
+            copy = None
+        if copy is not None:
+            return _replay_copy(copy, fingerprint)
+    return stored_replay_from_row(user=user, key=key, fingerprint=fingerprint)
+
+
+async def astored_replay(*, user, key: str, fingerprint: str, redis) -> HttpResponse | None:
+    """``stored_replay`` for async views: the Redis copy read with ``redis`` (a
+    redis.asyncio client of the cache's server) in the event loop, the row in a thread."""
+    cache = _copy_cache()
+    if cache is not None:
+        try:
+            raw = await redis.get(cache.make_key(_copy_key(user.tenant_id, user.pk, key)))
+            copy = cache.client.decode(raw) if raw is not None else None
+        except Exception:  # noqa: BLE001 - the row is the truth; the copy only saves a query
+            copy = None
+        if copy is not None:
+            return _replay_copy(copy, fingerprint)
+    return await sync_to_async(stored_replay_from_row)(user=user, key=key, fingerprint=fingerprint)
+
+
+def stored_replay_from_row(*, user, key: str, fingerprint: str) -> HttpResponse | None:
+    existing = IdempotencyKey.objects.filter(tenant_id=user.tenant_id, user_id=user.pk, key=key).first()
+    if (
+        existing is None
+        or existing.state != IdempotencyKey.State.COMPLETED
+        or existing.fingerprint != fingerprint
+        or existing.expires_at <= timezone.now()
+    ):
+        return None
+    return _replay(existing)
+
+
+# A completed key's response is final (only in-progress rows are released or taken over),
+# so a copy of it in Redis, expiring with the row, answers replays without the database.
+# Only on django-redis (the real stack), where the async views read it in the event loop.
+def _copy_cache():
+    from django.core.cache import cache
+
+    return cache if hasattr(getattr(cache, "client", None), "get_client") else None
+
+
+def _copy_key(tenant_id, user_id, key: str) -> str:
+    return f"idempotency:{tenant_id}:{user_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _copy_store(claim: IdempotencyKey, *, status: int, body: bytes, headers: dict) -> None:
+    cache = _copy_cache()
+    timeout = int((claim.expires_at - timezone.now()).total_seconds())
+    if cache is None or timeout <= 0:
+        return
+    copy = {
+        "fingerprint": claim.fingerprint,
+        "status": status,
+        "body": bytes(body),
+        "headers": headers,
+        "expires_at": claim.expires_at.timestamp(),
+    }
+    try:
+        cache.set(_copy_key(claim.tenant_id, claim.user_id, claim.key), copy, timeout)
+    except Exception:  # noqa: BLE001 - replays then read the row
+        logger.warning("could not copy an idempotent response to the cache", exc_info=True)
+
+
+def _replay_copy(copy: dict, fingerprint: str) -> HttpResponse | None:
+    if copy["fingerprint"] != fingerprint or copy["expires_at"] <= time.time():
+        return None  # another request (the view answers 422), or expired
+    return _replay(
+        IdempotencyKey(response_status=copy["status"], response_body=copy["body"], response_headers=copy["headers"])
+    )
 
 
 def _fingerprint(request) -> str:
@@ -249,6 +343,8 @@ def _complete(claim: IdempotencyKey, response) -> None:
     )
     if not stored:
         logger.warning("idempotency key was taken over before the response was stored")
+        return
+    _copy_store(claim, status=response.status_code, body=response.content, headers=headers)
 
 
 def _release(claim: IdempotencyKey) -> None:

@@ -27,10 +27,12 @@ Entry points:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import caches
@@ -139,15 +141,23 @@ def _client_ip(request) -> str:
 
 
 def _usage(*, request, group: str, key, rate: str, scope: str, increment: bool) -> Usage:
-    limit = int(rate.split("/", 1)[0])
     try:
         raw = _count(request, group=group, key=key, rate=rate, increment=increment)
     except Exception:  # noqa: BLE001 - a cache outage must not turn into a 500
-        if not settings.RATELIMIT_FAIL_OPEN:
-            raw = {"count": 0, "limit": 0, "should_limit": True, "time_left": -1}
-        else:
-            logger.warning("rate limit cache unavailable; request let through", exc_info=True)
-            raw = None
+        raw = _cache_failed()
+    return _interpret(raw, rate=rate, scope=scope, increment=increment)
+
+
+def _cache_failed() -> dict | None:
+    """What a cache outage means: fail-closed refuses, fail-open lets through uncounted."""
+    if not settings.RATELIMIT_FAIL_OPEN:
+        return {"count": 0, "limit": 0, "should_limit": True, "time_left": -1}
+    logger.warning("rate limit cache unavailable; request let through", exc_info=True)
+    return None
+
+
+def _interpret(raw: dict | None, *, rate: str, scope: str, increment: bool) -> Usage:
+    limit = int(rate.split("/", 1)[0])
     if raw is None:  # disabled, or fail-open after a cache error
         return Usage(limit=limit, remaining=limit, retry_after=0, limited=False, scope=scope, counted=False)
     limited = bool(raw["should_limit"])
@@ -189,8 +199,66 @@ def tenant_usage(*, user, increment: bool = True) -> Usage:
 
 
 async def atenant_usage(*, user, increment: bool = True) -> Usage:
-    """``tenant_usage`` for async callers (SSE views, consumers)."""
+    """``tenant_usage`` for async callers (SSE views, consumers): ``user.tenant`` is read
+    in a thread (it may need a query)."""
     return await database_sync_to_async(tenant_usage)(user=user, increment=increment)
+
+
+async def atenant_usage_loaded(*, user, increment: bool = True) -> Usage:
+    """``tenant_usage`` in the event loop, for a ``user`` whose tenant is loaded (as
+    authentication leaves it): on django-redis the same ``SET NX EX`` + ``INCRBY`` in one
+    MULTI/EXEC through redis.asyncio (one round trip, no thread hop), same key, window,
+    headers and fail-open/closed; any other cache through ``tenant_usage`` in a thread."""
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    if not getattr(settings, "RATELIMIT_ENABLE", True) or not hasattr(getattr(cache, "client", None), "get_client"):
+        return await sync_to_async(tenant_usage)(user=user, increment=increment)
+    rate = f"{tier_limit(user.tenant.tier)}/m"
+    try:
+        raw = await _aredis_count(cache, group=TENANT_GROUP, value=str(user.tenant_id), rate=rate, increment=increment)
+    except Exception:  # noqa: BLE001 - a cache outage must not turn into a 500
+        raw = _cache_failed()
+    return _interpret(raw, rate=rate, scope="tenant", increment=increment)
+
+
+async def _aredis_count(cache, *, group: str, value: str, rate: str, increment: bool) -> dict:
+    """``_redis_count`` on redis.asyncio."""
+    limit, period = _split_rate(rate)
+    window = _get_window(value, period)
+    key = cache.make_key(_make_cache_key(group, window, rate, value, ALL))
+    async with async_redis().pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=period + EXPIRATION_FUDGE, nx=True)
+        pipe.incrby(key, 1 if increment else 0)
+        count = int((await pipe.execute())[1])
+    return {"count": count, "limit": limit, "should_limit": count > limit, "time_left": window - int(time.time())}
+
+
+# One redis.asyncio client (and its connection pool) per event loop: a pool's connections
+# belong to the loop that opened them. A web process has one loop; tests start many, and a
+# closed loop's client is dropped the next time a client is asked for.
+_async_clients: dict = {}
+
+
+def async_redis(alias: str | None = None):
+    """The redis.asyncio client of cache ``alias``'s server (the rate-limit cache by
+    default) for the running event loop."""
+    import redis.asyncio
+
+    alias = alias or getattr(settings, "RATELIMIT_USE_CACHE", "default")
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get((loop, alias))
+    if client is None:
+        for other in [other for other in _async_clients if other[0].is_closed()]:
+            del _async_clients[other]
+        # The cache's own server (LOCATION, the first one if several) and socket timeouts.
+        location = settings.CACHES[alias]["LOCATION"]
+        options = settings.CACHES[alias].get("OPTIONS", {})
+        client = redis.asyncio.Redis.from_url(
+            location if isinstance(location, str) else location[0],
+            socket_timeout=options.get("SOCKET_TIMEOUT"),
+            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
+        )
+        _async_clients[(loop, alias)] = client
+    return client
 
 
 async def alimit_request(request, *, user):
@@ -224,6 +292,12 @@ class TenantRateThrottle(BaseThrottle):
     for anonymous ones (only ``AllowAny`` views get this far without a user)."""
 
     def allow_request(self, request, view) -> bool:
+        counted = getattr(request._request, "rate_limit_usage", None)
+        if counted is not None:
+            # An async fast path (config.api.fast) counted this request already and then
+            # handed it to the DRF view: one request, one count.
+            self.usage = counted
+            return not counted.limited
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and getattr(user, "tenant_id", None):
             usage = tenant_usage(user=user)

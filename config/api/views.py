@@ -2,12 +2,10 @@
 
 from rest_framework import permissions, viewsets
 
+from .fast import fast_view
+from .permissions import HasTenant
 
-class HasTenant(permissions.BasePermission):
-    message = "This account does not belong to a tenant."
-
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_authenticated and request.user.tenant_id)
+__all__ = ["HasTenant", "TenantScopedViewSet"]
 
 
 class TenantScopedViewSet(viewsets.GenericViewSet):
@@ -21,6 +19,17 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
     permission_classes = [permissions.IsAuthenticated, HasTenant]
     # The keyset the cursor paginator orders by; actions may override it.
     cursor_ordering: tuple[str, ...] | None = None
+
+    @classmethod
+    def as_view(cls, actions=None, **initkwargs):
+        """DRF's view, served async on its hot paths (``config.api.fast``): the list when
+        the viewset has an ``async def fast_list(request, user)``, and replays of an
+        ``@idempotent`` create."""
+        view = super().as_view(actions, **initkwargs)
+        actions = actions or {}
+        fast_list = getattr(cls, "fast_list", None) if actions.get("get") == "list" else None
+        post = getattr(cls, actions["post"], None) if "post" in actions else None
+        return fast_view(view, get=fast_list, replay=getattr(post, "idempotent", False))
 
     def select(self, *, tenant, user):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -85,6 +85,10 @@ RATE_LIMIT_ENTERPRISE = env.int("RATE_LIMIT_ENTERPRISE", default=600)
 RATE_LIMIT_AUTH_PER_IP = env.str("RATE_LIMIT_AUTH_PER_IP", default="20/m")
 # Off switch for the whole mechanism (django-ratelimit's own setting), e.g. for load tests.
 RATELIMIT_ENABLE = env.bool("RATE_LIMIT_ENABLED", default=True)
+# Seconds an authenticated caller's row (user + tenant) is cached in each web process
+# (config/api/callers.py): a user or tenant deactivated, or a password changed, elsewhere
+# than through this process's ORM is refused within this bound. 0 turns the cache off.
+AUTH_CALLER_CACHE_SECONDS = env.float("AUTH_CALLER_CACHE_SECONDS", default=2.0)
 # When the cache cannot count (Redis down), let requests through (logged) rather than refuse all.
 RATELIMIT_FAIL_OPEN = env.bool("RATE_LIMIT_FAIL_OPEN", default=True)
 # Where the client IP comes from: empty = REMOTE_ADDR; behind a proxy name the header it

@@ -1,0 +1,204 @@
+"""Async serving of the hottest requests in front of their DRF views.
+
+A DRF view is sync: under ASGI each request hops to a thread, builds DRF's ``Request``,
+negotiates, authenticates (a query), checks permissions, throttles (Redis from the
+thread), runs the handler and hops again to render. For the requests most clients repeat
+(``GET /api/v1/auth/me``, an audit page, an idempotent replay) that machinery is most of
+the cost (docs/overhead.md, "Third round"). ``fast_view`` wraps the DRF view callable in an
+``async def`` view that serves the **successful path** of such a request itself, with the
+same steps in the same order and the same outcome:
+
+1. authentication: the JWT checked in the event loop, the caller from the per-process
+   cache (``config.api.callers``) or one query in a thread;
+2. permissions: only views whose permissions are ``IsAuthenticated``/``HasTenant`` are
+   served here (an authenticated caller of an active tenant passes both);
+3. the rate limit: one MULTI/EXEC through redis.asyncio in the event loop (same key,
+   window, headers; 429 envelope with ``Retry-After``);
+4. the handler's work (at most one thread hop for the database) and the JSON body, rendered
+   by DRF's ``JSONRenderer`` with DRF's ``Allow`` header, or DRF's error envelope for an
+   ``APIException`` (an invalid cursor, a bad filter) through the same exception handler.
+
+Everything else goes to the DRF view unchanged, in a thread, as Django would run it: a
+missing or invalid token (DRF answers its exact 401), another method, an ``Accept`` other
+than JSON without parameters, a replay the stored row cannot answer (first use, another
+body, in flight). A request already counted against the rate limit here is not counted
+again there (``TenantRateThrottle`` reuses ``request.rate_limit_usage``).
+
+The wrapper keeps the DRF view's attributes (``cls``, ``initkwargs``, ``actions``,
+``csrf_exempt``), so routers, drf-spectacular's schema and ``reverse`` see the view as before.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse
+from rest_framework import permissions
+from rest_framework.exceptions import APIException, Throttled
+from rest_framework.renderers import JSONRenderer
+
+from . import idempotency, ratelimit
+from .auth import JWTAuthentication
+from .permissions import HasTenant
+
+_RENDERER = JSONRenderer()
+_AUTHENTICATION = JWTAuthentication()
+_JSON_TYPES = frozenset({"application/json", "application/*", "*/*"})
+
+
+def fast_view(drf_view, *, get=None, replay: bool = False):
+    """``drf_view`` (what DRF's ``as_view`` returned) served by an async view: ``get`` is an
+    ``async def get(request, user, *args, **kwargs) -> body`` answering a GET's success (its
+    ``APIException`` become the error envelope); ``replay`` answers a POST whose
+    ``Idempotency-Key`` already holds the stored response of the same request. Anything
+    else runs ``drf_view``. Without ``get`` and ``replay`` (or when the view's
+    authentication, permissions or throttles are not the defaults this module reproduces)
+    ``drf_view`` is returned as it is."""
+    view_class, actions = drf_view.cls, getattr(drf_view, "actions", None) or {}
+    if get is not None and not _reproducible(view_class, drf_view.initkwargs, actions.get("get")):
+        get = None
+    if replay and not _reproducible(view_class, drf_view.initkwargs, actions.get("post")):
+        replay = False
+    if get is None and not replay:
+        return drf_view
+    allow = _allow_header(view_class, actions, drf_view.initkwargs)
+
+    async def view(request, *args, **kwargs):
+        response = None
+        if _accepts_plain_json(request):
+            if get is not None and request.method == "GET":
+                response = await _serve_get(request, get, allow, args, kwargs)
+            elif replay and request.method == "POST" and idempotency.HEADER in request.headers:
+                response = await _serve_replay(request, allow)
+        if response is None:
+            response = await sync_to_async(drf_view)(request, *args, **kwargs)
+        return response
+
+    functools.update_wrapper(view, drf_view, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
+    view.__dict__.update(drf_view.__dict__)
+    return view
+
+
+def _reproducible(view_class, initkwargs, action: str | None) -> bool:
+    """Whether this module does what DRF would for ``action`` of ``view_class``: our JWT
+    authentication, the tenant throttle, JSON only, and permissions an authenticated
+    caller of an active tenant passes. A view whose policies cannot be read without a
+    request is left to DRF."""
+    view = view_class(**initkwargs)
+    view.action = action
+    allowed = (permissions.IsAuthenticated, HasTenant)
+    try:
+        return (
+            [type(a) for a in view.get_authenticators()] == [JWTAuthentication]
+            and [type(t) for t in view.get_throttles()] == [ratelimit.TenantRateThrottle]
+            and all(type(p) in allowed for p in view.get_permissions())
+            and [type(r) for r in view.get_renderers()] == [JSONRenderer]
+        )
+    except Exception:  # noqa: BLE001 - e.g. a get_permissions() that reads self.request
+        return False
+
+
+def _allow_header(view_class, actions, initkwargs) -> str:
+    """DRF's ``Allow`` header for this route (``APIView.default_response_headers``)."""
+    view = view_class(**initkwargs)
+    if actions:
+        for method, action in actions.items():
+            setattr(view, method, getattr(view, action))
+        if "get" in actions and "head" not in actions:
+            view.head = view.get
+    elif hasattr(view, "get") and not hasattr(view, "head"):
+        view.head = view.get  # Django's View.setup
+    return ", ".join(view.allowed_methods)
+
+
+def _accepts_plain_json(request) -> bool:
+    """An ``Accept`` DRF's negotiation would answer with plain ``application/json``: none,
+    or JSON/wildcards without media-type parameters (``; indent=4`` changes DRF's output)."""
+    accept = request.headers.get("Accept")
+    if not accept:
+        return True
+    for part in accept.split(","):
+        media_type = part.strip()
+        if ";" in media_type or media_type not in _JSON_TYPES:
+            return False
+    return True
+
+
+async def _caller(request):
+    """The authenticated caller, counted against their tenant's budget; None when DRF
+    must answer (no or a bad token). Returns (user, error response or None)."""
+    user = await _AUTHENTICATION.aauthenticate(request)
+    if user is None:
+        return None, None
+    request.user = user  # the request log line reads it, as after DRF's authentication
+    if isinstance(request, ASGIRequest):
+        usage = await ratelimit.atenant_usage_loaded(user=user)
+    else:  # the WSGI handler (tests) runs us in a new event loop per request
+        usage = await sync_to_async(ratelimit.tenant_usage)(user=user)
+    request.rate_limit_usage = usage
+    if usage.limited:
+        return user, None
+    return user, usage
+
+
+async def _serve_get(request, get, allow, args, kwargs):
+    user, usage = await _caller(request)
+    if user is None:
+        return None
+    if usage is None:
+        return error_response(Throttled(wait=request.rate_limit_usage.retry_after), allow)
+    try:
+        body = await get(request, user, *args, **kwargs)
+    except APIException as exc:
+        return error_response(exc, allow)
+    return json_response(body, 200, allow)
+
+
+async def _serve_replay(request, allow):
+    user, usage = await _caller(request)
+    if user is None:
+        return None
+    if usage is None:
+        return error_response(Throttled(wait=request.rate_limit_usage.retry_after), allow)
+    key = request.headers[idempotency.HEADER]
+    if not idempotency.key_is_valid(key):
+        return None
+    fingerprint = idempotency.fingerprint(request)
+    if isinstance(request, ASGIRequest):
+        redis = ratelimit.async_redis("default")  # the cache idempotency copies live in
+        response = await idempotency.astored_replay(user=user, key=key, fingerprint=fingerprint, redis=redis)
+    else:  # the WSGI handler (tests): a new event loop per request
+        response = await sync_to_async(idempotency.stored_replay)(user=user, key=key, fingerprint=fingerprint)
+    if response is not None:
+        response["Allow"] = allow
+    return response
+
+
+def json_response(body, status: int, allow: str, headers=None) -> HttpResponse:
+    """What DRF's ``Response`` renders with ``JSONRenderer``: the same bytes and headers."""
+    response = HttpResponse(_RENDERER.render(body), status=status, content_type="application/json")
+    for name, value in (headers or {}).items():
+        if name.lower() != "content-type":  # an unrendered DRF Response holds Django's default
+            response[name] = value
+    response["Allow"] = allow
+    return response
+
+
+def error_response(exc: APIException, allow: str) -> HttpResponse:
+    """The error envelope DRF's exception handler gives ``exc``, rendered as DRF would."""
+    drf_response = ratelimit.exception_handler(exc, {})
+    return json_response(drf_response.data, drf_response.status_code, allow, headers=dict(drf_response.items()))
+
+
+class PageRequest:
+    """What DRF's paginators read of a request (``query_params``, ``build_absolute_uri``),
+    for a page built from a plain Django request without a DRF ``Request``."""
+
+    def __init__(self, request):
+        self._request = request
+        self.query_params = request.GET
+
+    def build_absolute_uri(self, location=None):
+        return self._request.build_absolute_uri(location)
