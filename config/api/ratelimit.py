@@ -20,8 +20,8 @@ Entry points:
   budget (the schema, signed webhooks) set ``throttle_classes = []`` or their own.
 - Anything else (async SSE views, the WebSocket consumer): ``tenant_usage(user=...)`` (sync,
   touches the database for the tenant's tier) or ``await atenant_usage(user=...)``.
-- ``RateLimitHeadersMiddleware`` writes ``X-RateLimit-Limit``/``X-RateLimit-Remaining`` on
-  every response whose request carries a ``rate_limit_usage`` (set by the throttle, or by a
+- ``config.api.middleware.ApiMiddleware`` writes ``X-RateLimit-Limit``/``X-RateLimit-Remaining``
+  on every response whose request carries a ``rate_limit_usage`` (set by the throttle, or by a
   plain view: ``request.rate_limit_usage = usage``).
 """
 
@@ -53,7 +53,6 @@ from config.core import metrics
 
 from . import errors
 from .errors import error_response
-from .hybrid import HybridMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -330,14 +329,3 @@ def exception_handler(exc, context):
     if isinstance(exc, (drf_exceptions.PermissionDenied, drf_exceptions.NotAuthenticated, DjangoPermissionDenied)):
         count_request(context.get("request"))
     return errors.exception_handler(exc, context)
-
-
-class RateLimitHeadersMiddleware(HybridMiddleware):
-    """Adds ``X-RateLimit-Limit``/``X-RateLimit-Remaining`` (and ``Retry-After`` on a 429)
-    to responses whose request was counted against a budget."""
-
-    def after(self, request, response):
-        usage = getattr(request, "rate_limit_usage", None)
-        if usage is not None:
-            usage.apply(response)
-        return response
