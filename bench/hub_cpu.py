@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--queries", action="store_true")
     parser.add_argument("--profile", choices=["post", "deliver", "webhook"], help="cProfile one path's last round")
+    parser.add_argument("--profile-filter", help="regex of the profile lines to print (default: the top 40)")
     args = parser.parse_args()
 
     import django
@@ -136,7 +137,7 @@ def main() -> None:
                 profile.disable()
             per_round.append((time.process_time() - started) * 1000 / args.requests)
             if profile:
-                pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile_filter or 40)
         print(
             f"{name}: {statistics.median(per_round):.2f} ms CPU per request (median of {args.rounds} rounds), "
             f"{len(captured)} statements"
