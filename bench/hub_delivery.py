@@ -1,10 +1,11 @@
 """Messaging hub: acceptance latency under concurrent users, and API-to-delivered latency.
 
     .venv/bin/python bench/hub_delivery.py [--users 50] [--messages 10] [--latency-ms 100]
-        [--port 18550] [--concurrency 4]
+        [--port 18550] [--pool threads] [--concurrency 32] [--idle N]
 
 Needs the real stack (DATABASE_URL on PostgreSQL, REDIS_URL): it creates a throwaway
-database, starts daphne and one Celery worker (prefork, ``--concurrency``) on it, and makes
+database, starts daphne and the delivery worker (`make hub-worker`: ``-Q hub``, ``--pool``
+``--concurrency``) on it, and makes
 ``--users`` tenant owners, each with a WhatsApp simulator account (``--latency-ms`` per send,
 statuses reported back as signed POSTs to daphne's inbound webhook) and one bound
 conversation. Each user then posts ``--messages`` messages over HTTP, one after another,
@@ -50,7 +51,7 @@ def figures(name: str, samples: list[float], unit: str = "ms") -> str:
     )
 
 
-def start(env: dict, port: int, concurrency: int, logs: Path) -> list[subprocess.Popen]:
+def start(env: dict, port: int, concurrency: int, logs: Path, pool: str = "threads") -> list[subprocess.Popen]:
     bin_dir = ROOT / ".venv" / "bin"
     daphne = subprocess.Popen(
         [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
@@ -66,11 +67,11 @@ def start(env: dict, port: int, concurrency: int, logs: Path) -> list[subprocess
             "-A",
             "config",
             "worker",
-            "--pool=prefork",
+            f"--pool={pool}",
             f"--concurrency={concurrency}",
             "--loglevel=WARNING",
             "-Q",
-            "default",
+            "hub",
             "--without-mingle",
             "--without-gossip",
             "--without-heartbeat",
@@ -109,6 +110,56 @@ def stop(procs: list[subprocess.Popen]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def print_stages(message_ids: list[int]) -> None:
+    from hub.models import MessageStatusChange
+
+    stages: dict[int, dict] = {}
+    for mid, status, at in MessageStatusChange.objects.filter(message_id__in=message_ids).values_list(
+        "message_id", "status", "at"
+    ):
+        stages.setdefault(mid, {})[status] = at
+    for name, first, last in (
+        ("accepted -> queued", "accepted", "queued"),
+        ("queued -> sent", "queued", "sent"),
+        ("sent -> delivered", "sent", "delivered"),
+    ):
+        spans = [(s[last] - s[first]).total_seconds() * 1000 for s in stages.values() if first in s and last in s]
+        if spans:
+            print("    " + figures(name, spans))
+
+
+def idle_run(args, base_url: str, client: tuple[str, int]) -> None:
+    """One message at a time on an idle stack: what a delivery costs without queueing
+    (the worker's pickup, the send, the report)."""
+    from hub.models import MessageStatusChange
+
+    token, conversation_id = client
+    delivery, ids = [], []
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30, trust_env=False
+    ) as http:
+        for i in range(args.idle):
+            began = time.time()
+            response = http.post(f"/api/v1/conversations/{conversation_id}/messages", json={"content": f"Idle {i}"})
+            mid = response.json()["message"]["id"]
+            ids.append(mid)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                at = MessageStatusChange.objects.filter(message_id=mid, status="delivered").values_list("at", flat=True)
+                if at:
+                    delivery.append((at[0].timestamp() - began) * 1000)
+                    break
+                time.sleep(0.02)
+            time.sleep(0.3)
+    print(
+        f"hub delivery, idle: 1 user x {args.idle} messages one at a time, latency {args.latency_ms} ms, "
+        f"delivery worker {args.pool} x {args.concurrency}"
+    )
+    if delivery:
+        print("  " + figures("delivery (POST -> delivered)", delivery))
+    print_stages(ids)
+
+
 def main():
     import logging
 
@@ -118,7 +169,11 @@ def main():
     parser.add_argument("--messages", type=int, default=10)
     parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--port", type=int, default=18550)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--pool", default="threads", help="the delivery worker's pool (make hub-worker: threads)")
+    parser.add_argument(
+        "--idle", type=int, default=0, help="instead: one user posts this many messages, each after the last delivered"
+    )
     args = parser.parse_args()
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or not os.environ.get("REDIS_URL"):
         raise SystemExit("needs DATABASE_URL (PostgreSQL) and REDIS_URL")
@@ -162,7 +217,10 @@ def main():
             binding = bindings.binding_create(user=user, account_id=account.pk, address=f"4477{n:07d}")
             clients.append((tokens_for(user).access, binding.conversation_id))
         connection.close()
-        procs = start(env, args.port, args.concurrency, logs)
+        procs = start(env, args.port, args.concurrency, logs, args.pool)
+        if args.idle:
+            idle_run(args, base_url, clients[0])
+            return
 
         accepted: list[float] = []
         sent_at: dict[int, float] = {}
@@ -213,7 +271,7 @@ def main():
         total = args.users * args.messages
         print(
             f"hub delivery: {args.users} concurrent users x {args.messages} messages, WhatsApp simulator "
-            f"latency {args.latency_ms} ms, 1 daphne, 1 worker x {args.concurrency} processes"
+            f"latency {args.latency_ms} ms, 1 daphne, 1 delivery worker ({args.pool} x {args.concurrency})"
         )
         if accepted:
             print("  " + figures("acceptance (POST -> 202)", accepted))
@@ -221,19 +279,7 @@ def main():
         if delivery:
             print("  " + figures("delivery (POST -> delivered)", delivery))
         print(f"  delivered {len(delivered)}/{total} within {all_done:.1f} s of the first post")
-        stages: dict[int, dict] = {}
-        for mid, status, at in MessageStatusChange.objects.filter(message_id__in=list(delivered)).values_list(
-            "message_id", "status", "at"
-        ):
-            stages.setdefault(mid, {})[status] = at
-        for name, first, last in (
-            ("accepted -> queued", "accepted", "queued"),
-            ("queued -> sent", "queued", "sent"),
-            ("sent -> delivered", "sent", "delivered"),
-        ):
-            spans = [(s[last] - s[first]).total_seconds() * 1000 for s in stages.values() if first in s and last in s]
-            if spans:
-                print("    " + figures(name, spans))
+        print_stages(list(delivered))
         for error in errors[:5]:
             print(f"  error: {error}")
     finally:

@@ -3,7 +3,7 @@
 from .agent import AGENT_RELAY_SECONDS
 from .audits import AUDIT_SEAL_INTERVAL_SECONDS
 from .env import REDIS_URL, env
-from .hub import HUB_SWEEP_SECONDS
+from .hub import HUB_DELIVERY_QUEUE, HUB_SWEEP_SECONDS
 
 # Celery: a Redis broker and separate workers on the real stack; in-process when embedded.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
@@ -20,6 +20,8 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - max(1, min(30, CELERY_TAS
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 2}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Deliveries wait on the platforms, not the CPU: a queue of their own (docs/hub.md).
+CELERY_TASK_ROUTES = {"hub.tasks.deliver_message": {"queue": HUB_DELIVERY_QUEUE}}
 # Workers log through LOGGING (JSON lines with the request id), not Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Port on which each Celery worker serves Prometheus metrics (task outcomes, agent runs) summed

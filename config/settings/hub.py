@@ -29,3 +29,7 @@ HUB_WEBHOOK_BASE_URL = env.str("HUB_WEBHOOK_BASE_URL", default="")
 # Key that encrypts channel-account secrets at rest (any string; hashed to a Fernet key).
 # Defaults to DJANGO_SECRET_KEY; changing it makes stored secrets unreadable.
 HUB_SECRET_KEY = env.str("HUB_SECRET_KEY", default="") or SECRET_KEY
+# The Celery queue deliveries go to, served by a worker of its own (`make hub-worker`: a
+# threads pool, many slots: a delivery mostly waits on the platform). "default" sends them
+# to the general worker instead.
+HUB_DELIVERY_QUEUE = env.str("HUB_DELIVERY_QUEUE", default="hub")

@@ -4,17 +4,18 @@ inbound webhook path, signed, as the platforms do (a real adapter changes only `
 it POSTs the bodies ``send_requests`` builds instead of keeping them)."""
 
 import json
+import logging
 import random
 import threading
 import time
 from collections import deque
 from typing import ClassVar
 
-import httpx
 from django.conf import settings as django_settings
 from django.utils import timezone
 
 from .. import platforms
+from ..http import http_client, report_submit
 from ..secrets import SIGNATURE_HEADER, signature_for
 from .base import (
     Connector,
@@ -28,6 +29,8 @@ from .base import (
     register,
     settings_error,
 )
+
+logger = logging.getLogger(__name__)
 
 # How many sends each simulator keeps (per process) for tests and operators to inspect.
 SENT_KEPT = 200
@@ -89,9 +92,14 @@ class SimulatorConnector(Connector):
         raise NotImplementedError
 
     def after_sent(self, outbound: Outbound) -> None:
-        report_status(outbound, "delivered")
-        if outbound.account_settings.get("report_read"):
-            report_status(outbound, "read")
+        """The platform's reports, ``delivered`` then ``read`` (when ``report_read``). Over
+        HTTP (``HUB_WEBHOOK_BASE_URL`` set) they go from this process's reporter threads, as
+        a platform reports on its own time: the delivery's slot is free once the message is
+        ``sent`` instead of waiting on our web process. Embedded: in line."""
+        if django_settings.HUB_WEBHOOK_BASE_URL:
+            report_submit(_report_all, outbound)
+        else:
+            _report_all(outbound)
 
     def status_payload(self, outbound: Outbound, status: str, timestamp: int) -> dict:
         raise NotImplementedError
@@ -184,6 +192,18 @@ class InstagramSimulator(SimulatorConnector):
         )
 
 
+def _report_all(outbound: Outbound) -> None:
+    try:
+        report_status(outbound, "delivered")
+        if outbound.account_settings.get("report_read"):
+            report_status(outbound, "read")
+    except Exception:
+        # As a platform whose report was lost: the message stays ``sent``.
+        if not django_settings.HUB_WEBHOOK_BASE_URL:
+            raise
+        logger.warning("status report failed", exc_info=True, extra={"delivery_id": outbound.delivery_id})
+
+
 def report_status(outbound: Outbound, status: str) -> None:
     """The platform's signed status report, POSTed to our own inbound webhook when
     ``HUB_WEBHOOK_BASE_URL`` is set, else handed to the same service the view calls."""
@@ -194,12 +214,10 @@ def report_status(outbound: Outbound, status: str) -> None:
     signature = signature_for(body, outbound.secret)
     base = django_settings.HUB_WEBHOOK_BASE_URL
     if base:
-        response = httpx.post(
+        response = http_client().post(
             f"{base.rstrip('/')}/api/v1/channels/{outbound.channel}/webhook",
             content=body,
             headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature},
-            timeout=django_settings.HUB_WEBHOOK_TIMEOUT_SECONDS,
-            trust_env=False,
         )
         response.raise_for_status()
     else:

@@ -5,8 +5,8 @@ import json
 from urllib.parse import urlsplit
 
 import httpx
-from django.conf import settings as django_settings
 
+from ..http import http_client
 from ..secrets import SIGNATURE_HEADER, signature_for
 from .base import Connector, Outbound, PermanentError, TransientError, _common_settings, register, settings_error
 
@@ -41,13 +41,7 @@ class WebhookConnector(Connector):
             "X-Hub-Delivery": outbound.external_id,
         }
         try:
-            response = httpx.post(
-                outbound.account_settings["url"],
-                content=body,
-                headers=headers,
-                timeout=django_settings.HUB_WEBHOOK_TIMEOUT_SECONDS,
-                trust_env=False,
-            )
+            response = http_client().post(outbound.account_settings["url"], content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise TransientError(f"webhook unreachable: {type(exc).__name__}: {exc}") from exc
         if response.is_success:

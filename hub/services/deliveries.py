@@ -13,7 +13,8 @@ from datetime import timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audits.services import audit_record
@@ -62,16 +63,18 @@ def delivery_create(*, message: Message, binding: ConversationBinding) -> Delive
     )
     statuses.status_record(message=message, status=Message.Status.ACCEPTED, at=message.created_at)
     delivery_id = delivery.pk
-    transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery_id))
+    transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery_id, message=message))
     return delivery
 
 
-def delivery_enqueue(*, delivery_id: int) -> bool:
+def delivery_enqueue(*, delivery_id: int, message: Message | None = None) -> bool:
     """After commit: the message is ``queued`` and its delivery goes to the broker. Never
-    raises: when the broker refuses, the delivery is marked and the sweep relays it."""
+    raises: when the broker refuses, the delivery is marked and the sweep relays it.
+    ``message``: the one just stored (saves reading it back)."""
     try:
-        message_id = Delivery.objects.filter(pk=delivery_id).values_list("message_id", flat=True).get()
-        statuses.message_status_advance(message_id=message_id, to=Message.Status.QUEUED)
+        if message is None:
+            message = Delivery.objects.select_related("message").get(pk=delivery_id).message
+        statuses.message_status_advance(message_id=message.pk, to=Message.Status.QUEUED, message=message)
         queue.delivery_send(delivery_id)
     except Exception:  # noqa: BLE001 - the message and its delivery are stored: the sweep sends it
         logger.warning("could not enqueue delivery; the sweep will", exc_info=True, extra={"delivery_id": delivery_id})
@@ -147,9 +150,26 @@ def delivery_claim(*, delivery_id: int, claim: str) -> tuple[Delivery, bool]:
 
     Pending is free. Sending is taken over only by a redelivery of the same task (its
     worker died mid-send) or once the lease lapsed; the lost attempt is recorded, and a
-    delivery out of attempts fails instead. Sent or failed: never again."""
+    delivery out of attempts fails instead. Sent or failed: never again.
+
+    The common case, a pending delivery, is one conditional UPDATE (only one claimant can
+    move it out of pending) and one read of what the send needs; anything else takes the
+    row lock and decides."""
+    now = timezone.now()
+    taken = Delivery.objects.filter(pk=delivery_id, state=State.PENDING).update(
+        state=State.SENDING, claimed_by=claim, claimed_at=now, attempts=F("attempts") + 1, enqueue_failed_at=None
+    )
+    if taken:
+        delivery = Delivery.objects.select_related("account", "contact", "message__conversation").get(pk=delivery_id)
+        # Ours unless a lease takeover came between the two statements.
+        return delivery, delivery.state == State.SENDING and delivery.claimed_by == claim
     with transaction.atomic():
-        delivery = Delivery.objects.select_for_update(of=("self",)).select_related("account").get(pk=delivery_id)
+        # Everything the send needs, in the statement that takes the lock.
+        delivery = (
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("account", "contact", "message__conversation")
+            .get(pk=delivery_id)
+        )
         if delivery.state in (State.SENT, State.FAILED):
             return delivery, False
         now = timezone.now()
@@ -183,7 +203,7 @@ def attachment_outbound(attachment: dict) -> dict:
 
 
 def _outbound(delivery: Delivery) -> Outbound:
-    message = Message.objects.select_related("conversation").get(pk=delivery.message_id)
+    message = delivery.message
     account, contact = delivery.account, delivery.contact
     attachments = tuple(attachment_outbound(a) for a in message.attachments or ())
     return Outbound(
@@ -206,6 +226,14 @@ def _outbound(delivery: Delivery) -> Outbound:
     )
 
 
+def _connection_release() -> None:
+    """Gives this thread's database connection back to the pool before the connector's
+    I/O, so the slots of a threads-pool worker waiting on platforms do not hold all of the
+    pool's connections (outside a transaction only; without a pool nothing happens)."""
+    if getattr(connection, "pool", None) is not None and not connection.in_atomic_block:
+        connection.close()
+
+
 def delivery_execute(*, delivery_id: int, claim: str | None = None) -> DeliveryResult:
     """Sends one delivery through its account's connector and settles it: ``SENT`` (the
     message ``sent``, then the connector's after-send step, e.g. a simulator's status
@@ -216,11 +244,13 @@ def delivery_execute(*, delivery_id: int, claim: str | None = None) -> DeliveryR
     delivery, ours = delivery_claim(delivery_id=delivery_id, claim=claim)
     if not ours:
         return DeliveryResult(Outcome.NOT_OURS, delivery)
-    delivery = Delivery.objects.select_related("account", "contact").get(pk=delivery.pk)
     channel = delivery.account.channel
     connector = connector_for(channel)
     outbound = _outbound(delivery)
-    statuses.message_status_advance(message_id=delivery.message_id, to=Message.Status.QUEUED)
+    if delivery.message.status == Message.Status.ACCEPTED:
+        # Its hand-over failed after commit (the sweep sent it): queued now.
+        statuses.message_status_advance(message_id=delivery.message_id, to=Message.Status.QUEUED)
+    _connection_release()
 
     started = time.perf_counter()
     error, kind = "", DeliveryAttempt.Outcome.SENT
@@ -236,8 +266,17 @@ def delivery_execute(*, delivery_id: int, claim: str | None = None) -> DeliveryR
     latency_ms = int((time.perf_counter() - started) * 1000)
 
     with transaction.atomic():
-        held = Delivery.objects.select_for_update().filter(pk=delivery.pk, state=State.SENDING, claimed_by=claim)
-        if not held.exists():
+        held = Delivery.objects.filter(pk=delivery.pk, state=State.SENDING, claimed_by=claim)
+        now = timezone.now()
+        # Settling is conditional on still holding the claim: one UPDATE (it takes the row
+        # lock) for the common outcomes, a locked read before failing.
+        if kind == DeliveryAttempt.Outcome.SENT:
+            still_ours = held.update(state=State.SENT, claimed_by="", last_error="", finished_at=now)
+        elif kind == DeliveryAttempt.Outcome.RETRY:
+            still_ours = held.update(state=State.PENDING, claimed_by="", last_error=error[:2000], pending_since=now)
+        else:
+            still_ours = held.select_for_update().exists()
+        if not still_ours:
             logger.warning("delivery taken over before it settled", extra={"delivery_id": delivery.pk})
             return DeliveryResult(Outcome.NOT_OURS, Delivery.objects.get(pk=delivery.pk))
         DeliveryAttempt.objects.create(
@@ -248,14 +287,13 @@ def delivery_execute(*, delivery_id: int, claim: str | None = None) -> DeliveryR
             error=error[:2000],
             latency_ms=latency_ms,
         )
-        now = timezone.now()
         if kind == DeliveryAttempt.Outcome.SENT:
-            held.update(state=State.SENT, claimed_by="", last_error="", finished_at=now)
             delivery.state = State.SENT
-            statuses.message_status_advance(message_id=delivery.message_id, to=Message.Status.SENT, at=now)
+            statuses.message_status_advance(
+                message_id=delivery.message_id, to=Message.Status.SENT, at=now, message=delivery.message
+            )
             result = DeliveryResult(Outcome.SENT, delivery)
         elif kind == DeliveryAttempt.Outcome.RETRY:
-            held.update(state=State.PENDING, claimed_by="", last_error=error[:2000], pending_since=now)
             delivery.state = State.PENDING
             result = DeliveryResult(
                 Outcome.RETRY_LATER, delivery, countdown=retry_countdown(delivery.attempts), error=error

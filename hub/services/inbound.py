@@ -122,12 +122,11 @@ def inbound_status_apply(*, account: ChannelAccount, report: platforms.InboundSt
     to = STATUS_MAP.get(report.status)
     if to is None:
         return 0
-    message_id = (
-        Delivery.objects.filter(account=account, external_id=report.external_id)
-        .values_list("message_id", flat=True)
-        .first()
+    delivery = (
+        Delivery.objects.filter(account=account, external_id=report.external_id).select_related("message").first()
     )
-    if message_id is None:
+    if delivery is None:
         logger.info("status for an unknown message", extra={"external_id": report.external_id})
         return 0
-    return int(statuses.message_status_advance(message_id=message_id, to=to))
+    message = delivery.message
+    return int(statuses.message_status_advance(message_id=message.pk, to=to, message=message))

@@ -3,6 +3,7 @@
 The one exception is an operator's explicit re-queue of a failed message. Each change is
 stored with its time (``MessageStatusChange``) and published as ``message.status``."""
 
+import copy
 from datetime import datetime
 
 from django.db import transaction
@@ -32,12 +33,17 @@ def status_record(*, message: Message, status: str, at: datetime | None = None) 
     MessageStatusChange.objects.create(message=message, status=status, at=at or timezone.now())
 
 
-@transaction.atomic
-def message_status_advance(*, message_id: int, to: str, at: datetime | None = None, requeue: bool = False) -> bool:
+# No savepoint when called inside a transaction (a webhook's, a settle's): nothing catches
+# its errors to carry on, so a savepoint would only cost two round trips.
+@transaction.atomic(savepoint=False)
+def message_status_advance(
+    *, message_id: int, to: str, at: datetime | None = None, requeue: bool = False, message: Message | None = None
+) -> bool:
     """Moves the message to ``to`` if that is forward from where it is (one conditional
     UPDATE, so concurrent reports cannot move it back); records and publishes the change
-    after commit. ``requeue``: failed -> queued, for an operator's re-queue. Returns whether
-    it moved."""
+    after commit. ``requeue``: failed -> queued, for an operator's re-queue. ``message``:
+    the caller's copy of that message (loaded with what it needed anyway), rendered for the
+    event with the new status instead of being read again. Returns whether it moved."""
     at = at or timezone.now()
     sources = [S.FAILED] if requeue else sources_for(to)
     fields = {"status": to}
@@ -46,7 +52,12 @@ def message_status_advance(*, message_id: int, to: str, at: datetime | None = No
     moved = Message.objects.filter(pk=message_id, status__in=sources).update(**fields)
     if not moved:
         return False
-    message = Message.objects.get(pk=message_id)
+    if message is None:
+        message = Message.objects.get(pk=message_id)
+    else:
+        message = copy.copy(message)  # the caller's copy keeps what it had (e.g. a 202 body)
+        for name, value in fields.items():
+            setattr(message, name, value)
     MessageStatusChange.objects.create(message_id=message_id, status=to, at=at)
     # The contract's {message_id, status, at}, over the message as every event renders it
     # (the shape the read receipt's message.status already had).

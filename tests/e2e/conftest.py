@@ -204,7 +204,8 @@ class Stack:
                 "--concurrency=1",
                 "--loglevel=INFO",
                 "-Q",
-                "default",
+                # Deliveries have a queue of their own (make hub-worker); one worker serves both here.
+                "default,hub",
                 "-n",
                 f"e2e-{uuid.uuid4().hex[:8]}@%h",
                 # Nothing to synchronise with: start in a second, not after mingle's wait.

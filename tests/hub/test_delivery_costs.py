@@ -1,0 +1,156 @@
+"""What a delivery costs (docs/benchmarks.md "hub"): its own Celery queue, the statements
+of the worker's claim/settle and of a status webhook (pinned: change them honestly), one
+HTTP client per process, and simulator reports that do not hold the delivery's slot."""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from config.celery import app
+from hub import http, platforms
+from hub.models import Delivery, MessageStatusChange
+from hub.secrets import SIGNATURE_HEADER, signature_for
+from hub.services import deliveries
+
+from .conftest import signed_post
+from .test_delivery import _bound_conversation, _history, _post
+
+pytestmark = pytest.mark.django_db
+
+
+def test_deliveries_go_to_the_hub_queue_and_other_tasks_stay_on_default(settings):
+    router = app.amqp.router
+    assert settings.HUB_DELIVERY_QUEUE == "hub"
+    assert router.route({}, "hub.tasks.deliver_message")["queue"].name == "hub"
+    assert router.route({}, "hub.tasks.sweep_deliveries")["queue"].name == "default"
+    assert router.route({}, "chat.tasks.run_agent_turn")["queue"].name == "default"
+
+
+def _pending_delivery(auth_api, account, django_capture_on_commit_callbacks):
+    conversation = _bound_conversation(auth_api, account)
+    with django_capture_on_commit_callbacks(execute=False):
+        message_id = _post(auth_api, conversation["id"]).json()["message"]["id"]
+    statuses_before = _history(message_id)
+    assert statuses_before == ["accepted"]
+    return Delivery.objects.get(message_id=message_id)
+
+
+def test_a_pending_delivery_is_claimed_sent_and_settled_in_pinned_statements(
+    auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries, monkeypatch
+):
+    delivery = _pending_delivery(auth_api, whatsapp.account, django_capture_on_commit_callbacks)
+    from hub.connectors.base import connector_for
+
+    monkeypatch.setattr(connector_for("whatsapp"), "after_sent", lambda outbound: None)
+    # Claim: the conditional UPDATE out of pending, one SELECT of everything the send needs
+    # (delivery, account, contact, message, conversation), the message's own queued move
+    # (its after-commit hand-over did not run here: UPDATE, INSERT); settle, in one
+    # transaction (SAVEPOINT/RELEASE inside the test's): the conditional UPDATE still
+    # holding the claim, the attempt, the message's sent move (UPDATE, INSERT).
+    with django_assert_num_queries(11):
+        result = deliveries.delivery_execute(delivery_id=delivery.pk, claim="task-1")
+    assert result.outcome == "sent"
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts, delivery.claimed_by) == ("sent", 1, "")
+    assert _history(delivery.message_id) == ["accepted", "queued", "sent"]
+    # A second execution of the same task finds it settled: one locked read.
+    assert deliveries.delivery_execute(delivery_id=delivery.pk, claim="task-1").outcome == "not_ours"
+
+
+def test_a_claim_out_of_pending_is_won_once(auth_api, whatsapp, django_capture_on_commit_callbacks):
+    delivery = _pending_delivery(auth_api, whatsapp.account, django_capture_on_commit_callbacks)
+    first, ours = deliveries.delivery_claim(delivery_id=delivery.pk, claim="task-1")
+    second, also_ours = deliveries.delivery_claim(delivery_id=delivery.pk, claim="task-2")
+    assert ours and not also_ours
+    assert (first.state, first.claimed_by, first.attempts) == ("sending", "task-1", 1)
+    assert first.message.pk == delivery.message_id and first.contact.address  # loaded with the claim
+    assert Delivery.objects.get(pk=delivery.pk).claimed_by == "task-1"
+
+
+def test_a_status_webhook_is_one_account_read_and_one_transaction(
+    api, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    delivery = _pending_delivery(auth_api, whatsapp.account, django_capture_on_commit_callbacks)
+    payload = platforms.whatsapp_statuses(
+        phone_number_id=whatsapp.account.external_id,
+        recipient="447700900001",
+        message_id=delivery.external_id,
+        status="delivered",
+        timestamp=int(time.time()),
+    )
+    # The account (with its creator and tenant), then in one transaction (a SAVEPOINT
+    # inside the test's): the delivery with its message, the conditional UPDATE, the
+    # status row. No savepoint of its own for the status move.
+    with django_assert_num_queries(6), django_capture_on_commit_callbacks(execute=True):
+        response = signed_post(api, "whatsapp", payload, whatsapp.secret)
+    assert response.status_code == 200, response.content
+    assert response.json()["statuses"] == 1
+    assert _history(delivery.message_id) == ["accepted", "delivered"]
+
+
+def test_one_http_client_per_process(monkeypatch):
+    client = http.http_client()
+    assert http.http_client() is client
+    monkeypatch.setattr(http.os, "getpid", lambda: -1)  # as in a forked child
+    child = http.http_client()
+    assert child is not client and http.http_client() is child
+
+
+class _SlowWebhook:
+    """Our own webhook as a busy web process answers it: after ``delay`` seconds."""
+
+    def __init__(self, delay: float):
+        self.received: list[tuple[dict, bool]] = []
+        self.secret = ""
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                time.sleep(delay)
+                outer.received.append(
+                    (json.loads(body), self.headers.get(SIGNATURE_HEADER) == signature_for(body, outer.secret))
+                )
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_simulator_reports_over_http_do_not_hold_the_delivery(
+    auth_api, whatsapp, settings, django_capture_on_commit_callbacks
+):
+    webhook = _SlowWebhook(delay=1.5)
+    webhook.secret = whatsapp.secret
+    try:
+        settings.HUB_WEBHOOK_BASE_URL = webhook.base_url
+        delivery = _pending_delivery(auth_api, whatsapp.account, django_capture_on_commit_callbacks)
+        started = time.monotonic()
+        result = deliveries.delivery_execute(delivery_id=delivery.pk, claim="task-1")
+        took = time.monotonic() - started
+
+        assert result.outcome == "sent" and took < 1.0, took  # not waiting on the report
+        deadline = time.monotonic() + 10
+        while len(webhook.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # delivered, then read (report_read), each signed with the account's secret.
+        reports = [
+            (body["entry"][0]["changes"][0]["value"]["statuses"][0]["status"], ok) for body, ok in webhook.received
+        ]
+        assert reports == [("delivered", True), ("read", True)]
+        assert MessageStatusChange.objects.filter(message_id=delivery.message_id, status="sent").exists()
+    finally:
+        webhook.server.shutdown()
+        webhook.server.server_close()
