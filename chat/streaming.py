@@ -55,7 +55,10 @@ async def chat_stream(request, access: Access):
         return validation_error_response(data.errors)
     try:
         turn = await database_sync_to_async(turns.turn_begin)(
-            user=user, content=data.validated_data["message"], conversation_id=data.validated_data["conversation_id"]
+            user=user,
+            content=data.validated_data["message"],
+            conversation_id=data.validated_data["conversation_id"],
+            claim=True,
         )
     except ApplicationError as exc:
         return sse.application_error(exc)
@@ -74,7 +77,7 @@ async def chat_stream(request, access: Access):
         # Whatever the outcome, its terminal event (run.completed, run.failed) went out
         # through the sink: the stream just ends.
         try:
-            await database_sync_to_async(runs.run_execute)(run_id=turn.run.pk, delivery=delivery)
+            await database_sync_to_async(turn.execute)(delivery)
         finally:
             queue.put_nowait(None)
 
