@@ -4,6 +4,7 @@
 ``turn_answer`` then runs the agent in the caller's request; ``turn_enqueue`` hands the run
 to a worker instead. Executing a run is ``runs.run_execute``'s job, whoever calls it."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -59,6 +60,7 @@ def turn_begin(
     client_message_id: str | None = None,
     unanswered_ok: bool = False,
     claim: bool = False,
+    on_committed: Callable[[Turn], None] | None = None,
 ) -> Turn:
     """Stores the user's message and a queued run for it, and commits, before any agent
     work: whatever happens to the agent, the message is kept. No ``conversation_id``
@@ -74,7 +76,11 @@ def turn_begin(
     stream): the run is stored ``running``, claimed for this request (attempt 1), in the
     same transaction as the message, and ``Turn.execute`` runs it without a claim
     transaction of its own. A crash before the answer leaves a running run whose lease
-    lapses; ``runs_sweep`` queues it again then, as for a lost worker."""
+    lapses; ``runs_sweep`` queues it again then, as for a lost worker.
+
+    ``on_committed(turn)`` is called right after the commit, before any other after-commit
+    work (the audit seal request, the ``message.created`` publish): the SSE stream sends its
+    first event then, while those finish in this thread. It must not raise."""
     conversation_services.check_content(content)
     provider = get_provider()
     conversation = None
@@ -92,7 +98,11 @@ def turn_begin(
         )
     # No savepoint when nested (turn_enqueue): nothing expected fails inside.
     new_conversation = conversation is None
+    stored: list[Turn] = []
     with transaction.atomic(savepoint=False):
+        if on_committed is not None:
+            # Registered first, so it runs first on commit (hooks run in order).
+            transaction.on_commit(lambda: stored and on_committed(stored[0]), robust=True)
         if conversation is None:
             conversation = conversation_services.conversation_create(user=user, title=_title_from(content))
         message, created = conversation_services.message_send(
@@ -123,14 +133,17 @@ def turn_begin(
                 model=provider.model,
                 **held,
             )
-    return Turn(
-        conversation=conversation,
-        message=message,
-        run=run,
-        created=created,
-        new_conversation=new_conversation and created,
-        claimed=claimed,
-    )
+        stored.append(
+            Turn(
+                conversation=conversation,
+                message=message,
+                run=run,
+                created=created,
+                new_conversation=new_conversation and created,
+                claimed=claimed,
+            )
+        )
+    return stored[0]
 
 
 def _title_from(content: str) -> str:

@@ -169,3 +169,21 @@ def test_a_turn_cancelled_after_its_tool_call_keeps_no_half_answer(user, django_
     assert AgentRun.objects.get(pk=turn.run.pk).status == "failed"
     assert not Task.objects.exists() and not Message.objects.filter(role="assistant").exists()
     assert Message.objects.filter(pk=turn.message.pk).exists()
+
+
+def test_on_committed_runs_before_the_other_after_commit_work(user, django_capture_on_commit_callbacks):
+    """The SSE stream sends its first event from ``on_committed``: the message is stored,
+    and the seal request and the group publish (after-commit work) have not run yet."""
+    from audits.models import AuditRecord
+
+    seen = []
+
+    def on_committed(turn):
+        record = AuditRecord.objects.get(action="message.sent", resource_id=str(turn.message.pk))
+        seen.append((turn.message.seq, turn.run.status, record.hash))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        turn = turns.turn_begin(user=user, content="hello", claim=True, on_committed=on_committed)
+
+    assert seen == [(1, "running", None)]  # called once, before the (eager) seal
+    assert AuditRecord.objects.get(action="message.sent", resource_id=str(turn.message.pk)).hash
