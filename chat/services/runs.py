@@ -25,7 +25,7 @@ from django.utils import timezone
 from audits.services import audit_record
 from config.core import metrics
 from conversations import services as conversation_services
-from conversations.events import Publisher
+from conversations.events import BatchingPublisher, Publisher
 from conversations.models import Message
 
 from .. import queue, selectors
@@ -199,13 +199,26 @@ def run_execute_claimed(*, run: AgentRun, delivery: Delivery, history: list[dict
     its conversation, trigger message and user. ``history`` is what the model is given
     when the caller knows it (a conversation that began with this message), else it is
     read from the database."""
-    may_retry = delivery.retriable and run.attempts < settings.AGENT_MAX_ATTEMPTS
+    provider = get_provider()
+    if getattr(provider, "in_process", False):
+        # The whole turn takes a few milliseconds: its events reach the conversation's
+        # group together when it ends (one hand-over, one lookup of an empty group),
+        # the sink (the SSE caller) still gets each one at once.
+        publisher = BatchingPublisher(run.conversation_id, sink=delivery.sink)
+        try:
+            return _execute(run=run, delivery=delivery, history=history, provider=provider, publisher=publisher)
+        finally:
+            publisher.flush()
     publisher = Publisher(run.conversation_id, sink=delivery.sink)
+    return _execute(run=run, delivery=delivery, history=history, provider=provider, publisher=publisher)
+
+
+def _execute(*, run: AgentRun, delivery: Delivery, history, provider, publisher: Publisher) -> RunResult:
+    may_retry = delivery.retriable and run.attempts < settings.AGENT_MAX_ATTEMPTS
     handle = {"run_id": run.pk, "in_reply_to": run.trigger_message_id}
     publisher.emit("run.started", {**handle, "provider": run.provider, "model": run.model, "attempt": run.attempts})
     started = time.perf_counter()
     gone = delivery.listener_gone
-    provider = get_provider()
 
     def emit(kind: str, data: dict) -> None:
         if gone is not None and gone.is_set():
