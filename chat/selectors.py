@@ -40,6 +40,12 @@ def run_list(*, conversation) -> QuerySet[AgentRun]:
 _HISTORY_PAGE = 100
 
 
+def history_of_first_message(message: Message, *, budget_chars: int) -> list[dict]:
+    """``conversation_history`` of a conversation whose only message is ``message`` (a turn
+    that began the conversation), without reading it back."""
+    return [{"role": message.role, "content": message.content[-budget_chars:]}]
+
+
 def conversation_history(*, conversation, upto_seq: int, budget_chars: int) -> list[dict]:
     """The user/assistant messages up to ``upto_seq`` that fit the budget, oldest first.
     The newest message is always included (cut to the budget if it alone is larger)."""

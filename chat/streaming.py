@@ -53,14 +53,34 @@ async def chat_stream(request, access: Access):
     data = ChatRequestSerializer(data=body)
     if not data.is_valid():
         return validation_error_response(data.errors)
-    try:
-        turn = await database_sync_to_async(turns.turn_begin)(
-            user=user, content=data.validated_data["message"], conversation_id=data.validated_data["conversation_id"]
-        )
-    except ApplicationError as exc:
-        return sse.application_error(exc)
-
     loop = asyncio.get_running_loop()
+    committed: asyncio.Future = loop.create_future()
+
+    def on_committed(turn: turns.Turn) -> None:  # in the thread, right after the commit
+        loop.call_soon_threadsafe(lambda: committed.done() or committed.set_result(turn))
+
+    # The stream answers as soon as the user's message is committed: the rest of
+    # turn_begin's after-commit work (the audit seal request, the message.created publish
+    # to the group) finishes in its thread while the first event goes out.
+    begin = asyncio.ensure_future(
+        database_sync_to_async(turns.turn_begin)(
+            user=user,
+            content=data.validated_data["message"],
+            conversation_id=data.validated_data["conversation_id"],
+            claim=True,
+            on_committed=on_committed,
+        )
+    )
+    await asyncio.wait([begin, committed], return_when=asyncio.FIRST_COMPLETED)
+    if committed.done():
+        turn = committed.result()
+    else:
+        committed.cancel()
+        try:
+            turn = begin.result()
+        except ApplicationError as exc:
+            return sse.application_error(exc)
+
     queue: asyncio.Queue = asyncio.Queue()
     listener_gone = threading.Event()
     first = event_frame("message.created", message_data(turn.message), turn.message.seq)
@@ -74,7 +94,8 @@ async def chat_stream(request, access: Access):
         # Whatever the outcome, its terminal event (run.completed, run.failed) went out
         # through the sink: the stream just ends.
         try:
-            await database_sync_to_async(runs.run_execute)(run_id=turn.run.pk, delivery=delivery)
+            await begin  # its after-commit work first: the group hears message.created first
+            await database_sync_to_async(turn.execute)(delivery)
         finally:
             queue.put_nowait(None)
 

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -25,7 +26,7 @@ from audits.services import audit_record
 from config.core import background, metrics
 from config.core.context import current_request_id
 from conversations import services as conversation_services
-from conversations.events import Publisher
+from conversations.events import BatchingPublisher, Publisher
 from conversations.models import Message
 
 from .. import queue, selectors
@@ -162,7 +163,7 @@ def run_claim(*, run_id: int, claim: str | None) -> tuple[AgentRun, bool]:
             to=Status.RUNNING,
             expect=run.status,
             claim=run.claimed_by,
-            claimed_by=claim or f"request:{uuid.uuid4().hex}",
+            claimed_by=claim or request_claim(),
             started_at=timezone.now(),
             attempts=run.attempts + 1,
         )
@@ -184,9 +185,37 @@ def run_execute(*, run_id: int, delivery: Delivery) -> RunResult:
     run, ours = run_claim(run_id=run_id, claim=delivery.claim)
     if not ours:
         return RunResult(Outcome.NOT_OURS, run)
+    return run_execute_claimed(run=run, delivery=delivery)
 
-    may_retry = delivery.retriable and run.attempts < settings.AGENT_MAX_ATTEMPTS
+
+def request_claim() -> str:
+    """The claim of an execution in a request (sync chat, SSE): unique, never a task id."""
+    return f"request:{uuid.uuid4().hex}"
+
+
+def run_execute_claimed(*, run: AgentRun, delivery: Delivery, history: list[dict] | None = None) -> RunResult:
+    """``run_execute`` for a run this execution holds already: claimed by ``run_claim``, or
+    stored running and claimed in the transaction of its user's message (``turn_begin``
+    with ``claim``, a turn answered in the request: one transaction fewer). ``run`` carries
+    its conversation, trigger message and user. ``history`` is what the model is given
+    when the caller knows it (a conversation that began with this message), else it is
+    read from the database."""
+    provider = get_provider()
+    if getattr(provider, "in_process", False):
+        # The whole turn takes a few milliseconds: its events reach the conversation's
+        # group together when it ends (one hand-over, one lookup of an empty group),
+        # the sink (the SSE caller) still gets each one at once.
+        publisher = BatchingPublisher(run.conversation_id, sink=delivery.sink)
+        try:
+            return _execute(run=run, delivery=delivery, history=history, provider=provider, publisher=publisher)
+        finally:
+            publisher.flush()
     publisher = Publisher(run.conversation_id, sink=delivery.sink)
+    return _execute(run=run, delivery=delivery, history=history, provider=provider, publisher=publisher)
+
+
+def _execute(*, run: AgentRun, delivery: Delivery, history, provider, publisher: Publisher) -> RunResult:
+    may_retry = delivery.retriable and run.attempts < settings.AGENT_MAX_ATTEMPTS
     handle = {"run_id": run.pk, "in_reply_to": run.trigger_message_id}
     publisher.emit("run.started", {**handle, "provider": run.provider, "model": run.model, "attempt": run.attempts})
     started = time.perf_counter()
@@ -197,17 +226,29 @@ def run_execute(*, run_id: int, delivery: Delivery) -> RunResult:
             raise TurnCancelled()
         publisher.emit(kind, {**handle, **data})
 
+    answered = False
     try:
-        history = selectors.conversation_history(
-            conversation=run.conversation, upto_seq=run.trigger_message.seq, budget_chars=settings.AGENT_HISTORY_CHARS
-        )
-        result = run_agent(
-            provider=get_provider(),
-            user=run.user,
-            history=history,
-            emit=emit,
-            max_rounds=settings.AGENT_MAX_TOOL_ROUNDS,
-        )
+        # A provider that answers in this process (the local one) runs its tool calls and
+        # the reply in one transaction: one commit (and one audit seal) per turn instead of
+        # one per tool call plus the reply's. A remote model keeps a transaction per tool
+        # call: no transaction stays open while it thinks over the network.
+        with transaction.atomic() if getattr(provider, "in_process", False) else nullcontext():
+            if history is None:
+                history = selectors.conversation_history(
+                    conversation=run.conversation,
+                    upto_seq=run.trigger_message.seq,
+                    budget_chars=settings.AGENT_HISTORY_CHARS,
+                )
+            result = run_agent(
+                provider=provider,
+                user=run.user,
+                history=history,
+                emit=emit,
+                max_rounds=settings.AGENT_MAX_TOOL_ROUNDS,
+            )
+            answered = True
+            elapsed = time.perf_counter() - started
+            _store_reply(run=run, result=result, elapsed=elapsed, publisher=publisher, handle=handle)
     except TurnCancelled:
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         run_fail(run=run, error="cancelled: the client went away", latency_ms=elapsed_ms, publisher=publisher)
@@ -230,53 +271,57 @@ def run_execute(*, run_id: int, delivery: Delivery) -> RunResult:
             return RunResult(Outcome.RETRY_LATER, run, countdown=_retry_countdown(run.attempts), error=exc)
         run_fail(run=run, error=str(exc), latency_ms=int(elapsed * 1000), publisher=publisher)
         return RunResult(Outcome.FAILED, run, error=exc)
-    except Exception as exc:
-        elapsed_ms = int((time.perf_counter() - started) * 1000)
-        run_fail(run=run, error=f"internal error: {type(exc).__name__}", latency_ms=elapsed_ms, publisher=publisher)
-        raise
-
-    elapsed = time.perf_counter() - started
-    try:
-        with transaction.atomic():
-            reply = conversation_services.message_create(
-                conversation=run.conversation,
-                role=Message.Role.ASSISTANT,
-                content=result.content,
-                tool_calls=result.tool_calls,
-                event="message.completed",  # published on commit only
-                publisher=publisher,
-            )
-            # One conditional UPDATE settles the run with its reply; it also locks the row:
-            # nobody else settles it before we commit.
-            done = run_transition(
-                run,
-                to=Status.COMPLETED,
-                expect=Status.RUNNING,
-                claim=run.claimed_by,
-                reply_message=reply,
-                tool_calls=result.tool_calls,
-                usage=result.usage.as_dict(),
-                latency_ms=int(elapsed * 1000),
-                finished_at=timezone.now(),
-                error="",
-            )
-            if not done:
-                raise _TakenOver()  # rolls the reply (and its seq) back
-            audit_record(
-                tenant=run.user.tenant if run.user else run.conversation.tenant,
-                actor=run.user,
-                action="run.completed",
-                resource_type="agent_run",
-                resource_id=run.pk,
-                details={"provider": run.provider, "tools": [c["name"] for c in result.tool_calls]},
-            )
-            transaction.on_commit(lambda: publisher.emit("run.completed", {**handle, **run_event_data(run)}))
     except _TakenOver:
         # Our lease lapsed and another execution took the run over: it answers, not us.
         logger.warning("run taken over before it finished", extra={"run_id": run.pk})
         return RunResult(Outcome.NOT_OURS, AgentRun.objects.get(pk=run.pk))
+    except Exception as exc:
+        if answered:
+            raise  # storing the reply failed: the run stays running, its lease decides
+        elapsed_ms = int((time.perf_counter() - started) * 1000)
+        run_fail(run=run, error=f"internal error: {type(exc).__name__}", latency_ms=elapsed_ms, publisher=publisher)
+        raise
     metrics.observe_agent_run(run.provider, "completed", elapsed)
     return RunResult(Outcome.COMPLETED, run)
+
+
+def _store_reply(*, run: AgentRun, result, elapsed: float, publisher: Publisher, handle: dict) -> None:
+    """Stores the reply and settles the run with it, in one transaction (the caller's when
+    there is one). Raises ``_TakenOver`` (rolling it back) when the run is no longer ours."""
+    with transaction.atomic(savepoint=False):
+        reply = conversation_services.message_create(
+            conversation=run.conversation,
+            role=Message.Role.ASSISTANT,
+            content=result.content,
+            tool_calls=result.tool_calls,
+            event="message.completed",  # published on commit only
+            publisher=publisher,
+        )
+        # One conditional UPDATE settles the run with its reply; it also locks the row:
+        # nobody else settles it before we commit.
+        done = run_transition(
+            run,
+            to=Status.COMPLETED,
+            expect=Status.RUNNING,
+            claim=run.claimed_by,
+            reply_message=reply,
+            tool_calls=result.tool_calls,
+            usage=result.usage.as_dict(),
+            latency_ms=int(elapsed * 1000),
+            finished_at=timezone.now(),
+            error="",
+        )
+        if not done:
+            raise _TakenOver()  # rolls the reply (and its seq) back
+        audit_record(
+            tenant=run.user.tenant if run.user else run.conversation.tenant,
+            actor=run.user,
+            action="run.completed",
+            resource_type="agent_run",
+            resource_id=run.pk,
+            details={"provider": run.provider, "tools": [c["name"] for c in result.tool_calls]},
+        )
+        transaction.on_commit(lambda: publisher.emit("run.completed", {**handle, **run_event_data(run)}))
 
 
 def run_fail(*, run: AgentRun, error: str, latency_ms: int | None = None, publisher: Publisher | None = None) -> bool:

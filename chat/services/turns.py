@@ -4,15 +4,19 @@
 ``turn_answer`` then runs the agent in the caller's request; ``turn_enqueue`` hands the run
 to a worker instead. Executing a run is ``runs.run_execute``'s job, whoever calls it."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from config.core.errors import Conflict
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
 from conversations.models import Conversation, Message
 
+from .. import selectors
 from ..agent.providers import get_provider
 from ..models import AgentRun
 from . import runs
@@ -27,6 +31,24 @@ class Turn:
     created: bool = True
     # How the run ended, when this call executed it (turn_answer); None otherwise.
     outcome: runs.Outcome | None = None
+    # The conversation began with this message (it was created by this turn).
+    new_conversation: bool = False
+    # The run was stored running, claimed for this request (turn_begin with ``claim``).
+    claimed: bool = False
+
+    def history(self) -> list[dict] | None:
+        """What the model is given, when known without a query: the one message of a
+        conversation this turn began; else None (read from the database)."""
+        if not self.new_conversation:
+            return None
+        return selectors.history_of_first_message(self.message, budget_chars=settings.AGENT_HISTORY_CHARS)
+
+    def execute(self, delivery: runs.Delivery) -> runs.RunResult:
+        """Runs the turn's agent run in the caller's request: at once when ``turn_begin``
+        stored it claimed for this request, else through ``run_execute``'s claim."""
+        if self.claimed:
+            return runs.run_execute_claimed(run=self.run, delivery=delivery, history=self.history())
+        return runs.run_execute(run_id=self.run.pk, delivery=delivery)
 
 
 def turn_begin(
@@ -37,6 +59,8 @@ def turn_begin(
     attachments: list | None = None,
     client_message_id: str | None = None,
     unanswered_ok: bool = False,
+    claim: bool = False,
+    on_committed: Callable[[Turn], None] | None = None,
 ) -> Turn:
     """Stores the user's message and a queued run for it, and commits, before any agent
     work: whatever happens to the agent, the message is kept. No ``conversation_id``
@@ -46,7 +70,17 @@ def turn_begin(
     In a conversation bound to an external channel the agent answers the contact, not the
     tenant's own people: their message goes to the contact (routed by the hub) and gets no
     run (``Turn.run`` None). Only ``turn_enqueue`` accepts that (``unanswered_ok``); the
-    answering paths refuse such a conversation with 409 before storing anything."""
+    answering paths refuse such a conversation with 409 before storing anything.
+
+    ``claim``: the caller answers the turn in its request at once (``turn_answer``, the SSE
+    stream): the run is stored ``running``, claimed for this request (attempt 1), in the
+    same transaction as the message, and ``Turn.execute`` runs it without a claim
+    transaction of its own. A crash before the answer leaves a running run whose lease
+    lapses; ``runs_sweep`` queues it again then, as for a lost worker.
+
+    ``on_committed(turn)`` is called right after the commit, before any other after-commit
+    work (the audit seal request, the ``message.created`` publish): the SSE stream sends its
+    first event then, while those finish in this thread. It must not raise."""
     conversation_services.check_content(content)
     provider = get_provider()
     conversation = None
@@ -63,7 +97,12 @@ def turn_begin(
             code="conversation_bound",
         )
     # No savepoint when nested (turn_enqueue): nothing expected fails inside.
+    new_conversation = conversation is None
+    stored: list[Turn] = []
     with transaction.atomic(savepoint=False):
+        if on_committed is not None:
+            # Registered first, so it runs first on commit (hooks run in order).
+            transaction.on_commit(lambda: stored and on_committed(stored[0]), robust=True)
         if conversation is None:
             conversation = conversation_services.conversation_create(user=user, title=_title_from(content))
         message, created = conversation_services.message_send(
@@ -74,7 +113,17 @@ def turn_begin(
             client_message_id=client_message_id,
         )
         run = None if created else message.triggered_runs.order_by("-id").first()
+        claimed = False
         if run is None and not bound:
+            held = {}
+            if claim:
+                held = {
+                    "status": AgentRun.Status.RUNNING,
+                    "claimed_by": runs.request_claim(),
+                    "started_at": timezone.now(),
+                    "attempts": 1,
+                }
+                claimed = True
             run = AgentRun.objects.create(
                 tenant_id=user.tenant_id,
                 conversation=conversation,
@@ -82,8 +131,19 @@ def turn_begin(
                 trigger_message=message,
                 provider=provider.name,
                 model=provider.model,
+                **held,
             )
-    return Turn(conversation=conversation, message=message, run=run, created=created)
+        stored.append(
+            Turn(
+                conversation=conversation,
+                message=message,
+                run=run,
+                created=created,
+                new_conversation=new_conversation and created,
+                claimed=claimed,
+            )
+        )
+    return stored[0]
 
 
 def _title_from(content: str) -> str:
@@ -94,8 +154,8 @@ def _title_from(content: str) -> str:
 def turn_answer(*, user, content: str, conversation_id=None, delivery: runs.Delivery | None = None) -> Turn:
     """A whole turn in the caller's request: store the message, run the agent, store the
     reply. The turn's ``outcome`` says how the run ended; the message stays whatever it is."""
-    turn = turn_begin(user=user, content=content, conversation_id=conversation_id)
-    result = runs.run_execute(run_id=turn.run.pk, delivery=delivery or runs.Delivery.in_request())
+    turn = turn_begin(user=user, content=content, conversation_id=conversation_id, claim=True)
+    result = turn.execute(delivery or runs.Delivery.in_request())
     turn.run, turn.outcome = result.run, result.outcome
     return turn
 

@@ -1,5 +1,6 @@
 """Who may run a run: claims, leases, redeliveries and the sweep."""
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -86,3 +87,103 @@ def test_the_sweep_leaves_a_run_within_its_lease(user):
 
     assert sweep_stuck_runs.apply().get() == {"requeued": [], "failed": []}
     assert AgentRun.objects.get(pk=run.pk).status == "running"
+
+
+# ---------------------------------------------------------------- turns answered in the request
+
+
+def test_a_turn_answered_in_the_request_stores_its_run_claimed_with_the_message(user):
+    turn = turns.turn_begin(user=user, content="add a task to buy milk", claim=True)
+
+    run = AgentRun.objects.get(pk=turn.run.pk)
+    assert (run.status, run.attempts) == ("running", 1)
+    assert run.claimed_by.startswith("request:") and run.started_at is not None
+    # Nobody else runs it while its claim holds: a worker's task for it does nothing.
+    execute_run.apply(args=[run.pk], task_id="task-B")
+    assert AgentRun.objects.get(pk=run.pk).status == "running" and not Task.objects.exists()
+
+
+def test_a_turn_whose_request_died_before_answering_is_swept_and_answered(
+    user, settings, django_capture_on_commit_callbacks
+):
+    # The request stored the message and its claimed run, then its process died.
+    turn = turns.turn_begin(user=user, content="add a task to survive", claim=True)
+    assert runs.runs_sweep()["requeued"] == []  # within the lease: not touched
+    later = timezone.now() + timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 61)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = runs.runs_sweep(now=later)
+
+    assert result["requeued"] == [turn.run.pk]
+    run = AgentRun.objects.get(pk=turn.run.pk)
+    assert run.status == "completed"  # eager Celery answered the re-queued run on commit
+    assert Task.objects.get().title == "survive"
+    assert Message.objects.get(role="user").pk == turn.message.pk
+
+
+def test_the_history_of_a_new_conversation_is_its_first_message(user, settings):
+    from chat import selectors
+
+    turn = turns.turn_begin(user=user, content="  add a task to buy milk  ", claim=True)
+
+    assert turn.new_conversation
+    assert turn.history() == selectors.conversation_history(
+        conversation=turn.conversation, upto_seq=turn.message.seq, budget_chars=settings.AGENT_HISTORY_CHARS
+    )
+    # Cut to the budget like the stored history is.
+    settings.AGENT_HISTORY_CHARS = 5
+    assert turn.history() == [{"role": "user", "content": "ilk  "}]
+    assert turn.history() == selectors.conversation_history(
+        conversation=turn.conversation, upto_seq=turn.message.seq, budget_chars=5
+    )
+
+
+def test_a_turn_in_an_existing_conversation_reads_its_history(user):
+    first = turns.turn_answer(user=user, content="add a task to buy milk")
+
+    second = turns.turn_begin(user=user, content="what are my tasks", conversation_id=first.conversation.pk, claim=True)
+
+    assert not second.new_conversation and second.history() is None
+    result = second.execute(runs.Delivery.in_request())
+    assert result.outcome == runs.Outcome.COMPLETED
+    assert "buy milk" in result.run.reply_message.content
+
+
+def test_a_turn_cancelled_after_its_tool_call_keeps_no_half_answer(user, django_capture_on_commit_callbacks):
+    """With the local provider the tool calls and the reply commit together: a listener
+    that leaves after the tool ran leaves the message, a failed run, no task, no reply."""
+    turn = turns.turn_begin(user=user, content="add a task to buy milk", claim=True)
+    cancel = threading.Event()
+    seen = []
+
+    def sink(frame):
+        seen.append(frame["type"])
+        if frame["type"] == "tool.result":
+            cancel.set()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = turn.execute(runs.Delivery.in_request(sink=sink, listener_gone=cancel))
+
+    assert result.outcome == runs.Outcome.CANCELLED
+    assert seen[:3] == ["run.started", "tool.call", "tool.result"] and seen[-1] == "run.failed"
+    assert AgentRun.objects.get(pk=turn.run.pk).status == "failed"
+    assert not Task.objects.exists() and not Message.objects.filter(role="assistant").exists()
+    assert Message.objects.filter(pk=turn.message.pk).exists()
+
+
+def test_on_committed_runs_before_the_other_after_commit_work(user, django_capture_on_commit_callbacks):
+    """The SSE stream sends its first event from ``on_committed``: the message is stored,
+    and the seal request and the group publish (after-commit work) have not run yet."""
+    from audits.models import AuditRecord
+
+    seen = []
+
+    def on_committed(turn):
+        record = AuditRecord.objects.get(action="message.sent", resource_id=str(turn.message.pk))
+        seen.append((turn.message.seq, turn.run.status, record.hash))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        turn = turns.turn_begin(user=user, content="hello", claim=True, on_committed=on_committed)
+
+    assert seen == [(1, "running", None)]  # called once, before the (eager) seal
+    assert AuditRecord.objects.get(action="message.sent", resource_id=str(turn.message.pk)).hash

@@ -164,6 +164,9 @@ def _tokens(text: str) -> int:
 class LocalProvider:
     name = "local"
     model = "local-task-assistant"
+    # Answers in this process, in microseconds, without network: a turn may run its tool
+    # calls and store its reply in one transaction (chat.services.runs).
+    in_process = True
 
     def complete(
         self, *, messages: list[dict], tools: list[dict], on_delta: DeltaCallback | None = None
