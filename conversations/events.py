@@ -124,7 +124,7 @@ async def _group_send_many(conversation_id: int, frames: list[dict]) -> None:
         if not await connection.exists(group_key(group)):
             return
     for frame in frames:
-        await layer.group_send(group, {"type": "conversation.event", "frame": frame})
+        await layer.group_send(group, event_message(frame))
 
 
 def group_send_many(conversation_id: int, frames: list[dict]) -> None:
@@ -136,9 +136,7 @@ def group_send_many(conversation_id: int, frames: list[dict]) -> None:
     try:
         if isinstance(layer, InMemoryChannelLayer):
             for frame in frames:
-                async_to_sync(layer.group_send)(
-                    group_name(conversation_id), {"type": "conversation.event", "frame": frame}
-                )
+                async_to_sync(layer.group_send)(group_name(conversation_id), event_message(frame))
         else:
             future = asyncio.run_coroutine_threadsafe(
                 _group_send_many(conversation_id, frames), _publisher_event_loop()
