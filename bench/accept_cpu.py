@@ -19,11 +19,10 @@ of one more round of this tree (every thread is not covered: the calling thread'
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from inprocess import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +35,7 @@ from accounts.models import User
 from accounts.services import tokens_for
 from conversations.models import Conversation
 from config.asgi import application
+from inprocess import asgi_request, http_scope
 
 N = int(sys.argv[1])
 CONCURRENCY = int(sys.argv[2])
@@ -53,30 +53,9 @@ counter = [0]
 async def one():
     path, token = targets[counter[0] % len(targets)]
     counter[0] += 1
-    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode()),
-               (b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-             "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
-             "server": ("127.0.0.1", 80)}
-    status, sent, done = [], [], asyncio.Event()
-
-    async def receive():
-        if not sent:
-            sent.append(1)
-            return {"type": "http.request", "body": BODY, "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-        elif message["type"] == "http.response.body" and not message.get("more_body"):
-            done.set()
-
-    await application(scope, receive, send)
-    assert status[0] == 202, status
-    return status[0]
+    status = await asgi_request(application, http_scope("POST", path, token=token, body=BODY), BODY)
+    assert status == 202, status
+    return status
 
 
 async def many(n):
@@ -129,11 +108,7 @@ def measure(tree: Path, requests: int, concurrency: int, profile: str = "") -> d
     }
     env["CELERY_BROKER_URL"] = env["REDIS_URL"]
     env.pop("CI", None)
-    argv = [sys.executable, "-c", CHILD, str(requests), str(concurrency)] + ([profile] if profile else [])
-    done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{tree}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(tree, CHILD, [str(requests), str(concurrency)] + ([profile] if profile else []), env)
 
 
 def main() -> None:

@@ -14,11 +14,10 @@ agent, one tool call, a new conversation each time, like ``make bench``) and
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from inprocess import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +29,7 @@ django.setup()
 from accounts.models import Tenant, User
 from accounts.services import tokens_for
 from config.asgi import application
+from inprocess import asgi_request, http_scope
 
 N = int(sys.argv[1])
 tenant, _ = Tenant.objects.get_or_create(slug="chatcpu", defaults={"name": "chatcpu", "tier": Tenant.Tier.ENTERPRISE})
@@ -39,33 +39,15 @@ token = tokens_for(user).access
 BODY = json.dumps({"message": "add a task to buy milk"}).encode()
 
 async def one(path):
-    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode()),
-               (b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-             "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
-             "server": ("127.0.0.1", 80)}
-    status, sent, done, first = [], [], asyncio.Event(), []
+    first = []
     started = time.perf_counter()
 
-    async def receive():
-        if not sent:
-            sent.append(1)
-            return {"type": "http.request", "body": BODY, "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
+    def on_body(message):
+        if not first and b"event:" in message.get("body", b""):
+            first.append(time.perf_counter() - started)
 
-    async def send(message):
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-        elif message["type"] == "http.response.body":
-            if not first and b"event:" in message.get("body", b""):
-                first.append(time.perf_counter() - started)
-            if not message.get("more_body"):
-                done.set()
-
-    await application(scope, receive, send)
-    assert status[0] == 200, status
+    status = await asgi_request(application, http_scope("POST", path, token=token, body=BODY), BODY, on_body)
+    assert status == 200, status
     return first[0] if first else None
 
 
@@ -104,12 +86,7 @@ def measure(tree: Path, requests: int) -> dict:
         "LOG_LEVEL": "INFO",  # as production (and the bench): one JSON line a request
     }
     env.pop("CI", None)
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(requests)], cwd=tree, env=env, capture_output=True, text=True
-    )
-    if done.returncode:
-        raise SystemExit(f"{tree}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(tree, CHILD, [str(requests)], env)
 
 
 def main() -> None:

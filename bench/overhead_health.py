@@ -13,17 +13,16 @@ checkout the same way, back to back. ``--profile OUT`` writes a cProfile of the 
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+from inprocess import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
 import asyncio, json, os, statistics, sys, time
+from inprocess import asgi_request, http_scope
 bare = sys.argv[2] == "bare"
 if bare:
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.bare_settings"
@@ -36,31 +35,11 @@ else:
 N = int(sys.argv[1])
 profile = sys.argv[3] if len(sys.argv) > 3 else ""
 
-SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-         "root_path": "", "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"wrk"),
-                                      (b"accept", b"*/*")],
-         "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80)}
+SCOPE = http_scope("GET", path, headers=[(b"user-agent", b"wrk"), (b"accept", b"*/*")])
 
 
 async def one():
-    status, sent, done = [], [], asyncio.Event()
-
-    async def receive():
-        if not sent:
-            sent.append(1)
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-        elif message["type"] == "http.response.body" and not message.get("more_body"):
-            done.set()
-
-    await application(dict(SCOPE), receive, send)
-    return status[0]
+    return await asgi_request(application, SCOPE)
 
 
 async def main():
@@ -88,19 +67,7 @@ asyncio.run(main())
 
 def measure(tree: Path, kind: str, requests: int, profile: str = "") -> float:
     env = {**os.environ, "LOG_LEVEL": "INFO", "DJANGO_SECURE_SSL_REDIRECT": "false", "PYTHONPATH": str(tree)}
-    with tempfile.TemporaryFile() as log:
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD, str(requests), kind, *([profile] if profile else [])],
-            cwd=tree,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        if done.returncode:
-            log.seek(0)
-            raise SystemExit(f"{tree} {kind}: {log.read()[-3000:].decode()}")
-    return json.loads(done.stdout.strip().splitlines()[-1])["cpu_us"]
+    return run_child(tree, CHILD, [str(requests), kind, *([profile] if profile else [])], env)["cpu_us"]
 
 
 def main() -> None:

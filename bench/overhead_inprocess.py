@@ -10,11 +10,10 @@ bench/overhead.py. Prints the median of five rounds of ``--requests`` requests e
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from inprocess import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +25,7 @@ django.setup()
 from accounts.models import User
 from accounts.services import tokens_for
 from config.asgi import application
+from inprocess import asgi_request, http_scope
 
 N = int(sys.argv[1])
 big = tokens_for(User.objects.get(email="bench-big@example.com")).access
@@ -33,33 +33,11 @@ small = tokens_for(User.objects.get(email="bench-small@example.com")).access
 
 
 def scope(path, token):
-    headers = [(b"host", b"127.0.0.1")]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-            "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
-            "server": ("127.0.0.1", 80)}
+    return http_scope("GET", path, token=token)
 
 
 async def one(s):
-    status, sent, done = [], [], asyncio.Event()
-
-    async def receive():
-        if not sent:
-            sent.append(1)
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-        elif message["type"] == "http.response.body" and not message.get("more_body"):
-            done.set()
-
-    await application(s, receive, send)
-    return status[0]
+    return await asgi_request(application, s)
 
 
 async def run(path, token, expect):
@@ -99,12 +77,7 @@ def measure(tree: Path, requests: int) -> dict:
         "DJANGO_SECURE_SSL_REDIRECT": "false",
         "LOG_LEVEL": "WARNING",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(requests)], cwd=tree, env=env, capture_output=True, text=True
-    )
-    if done.returncode:
-        raise SystemExit(f"{tree}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(tree, CHILD, [str(requests)], env)
 
 
 def main() -> None:

@@ -14,11 +14,10 @@ replays).
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from inprocess import run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +29,7 @@ django.setup()
 from accounts.models import User
 from accounts.services import tokens_for
 from config.asgi import application
+from inprocess import asgi_request, http_scope
 
 N = int(sys.argv[1])
 token = tokens_for(User.objects.get(email="owner@bench.example")).access
@@ -37,30 +37,7 @@ replay_key = "cpu-replay-" + secrets.token_hex(4)
 
 
 async def one(method, path, query=b"", body=b"", extra=()):
-    headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode()), *extra]
-    if body:
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
-             "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
-             "server": ("127.0.0.1", 80)}
-    status, sent, done = [], [], asyncio.Event()
-
-    async def receive():
-        if not sent:
-            sent.append(1)
-            return {"type": "http.request", "body": body, "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-        elif message["type"] == "http.response.body" and not message.get("more_body"):
-            done.set()
-
-    await application(scope, receive, send)
-    return status[0]
+    return await asgi_request(application, http_scope(method, path, token=token, body=body, query=query, headers=extra), body)
 
 
 async def run(args, expect):
@@ -104,12 +81,7 @@ def measure(tree: Path, requests: int) -> dict:
         "LOG_LEVEL": "INFO",  # as production (and the bench): one JSON line a request
     }
     env.pop("CI", None)
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(requests)], cwd=tree, env=env, capture_output=True, text=True
-    )
-    if done.returncode:
-        raise SystemExit(f"{tree}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(tree, CHILD, [str(requests)], env)
 
 
 def main() -> None:
