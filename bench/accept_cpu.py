@@ -19,10 +19,9 @@ of one more round of this tree (every thread is not covered: the calling thread'
 """
 
 import argparse
-import os
 from pathlib import Path
 
-from inprocess import run_child
+from inprocess import app_env, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,20 +93,8 @@ asyncio.run(main())
 
 
 def measure(tree: Path, requests: int, concurrency: int, profile: str = "") -> dict:
-    env = {
-        **os.environ,
-        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", os.environ.get("DATABASE_URL", "")),
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", os.environ.get("REDIS_URL", "")),
-        "CELERY_TASK_ALWAYS_EAGER": "false",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECURE": "false",
-        "AGENT_PROVIDER": "local",
-        "RATE_LIMIT_ENTERPRISE": "100000000",
-        "LOG_LEVEL": "INFO",  # as production (and the bench): one JSON line a request
-    }
+    env = app_env(CELERY_TASK_ALWAYS_EAGER="false", AGENT_PROVIDER="local")
     env["CELERY_BROKER_URL"] = env["REDIS_URL"]
-    env.pop("CI", None)
     return run_child(tree, CHILD, [str(requests), str(concurrency)] + ([profile] if profile else []), env)
 
 

@@ -14,10 +14,9 @@ agent, one tool call, a new conversation each time, like ``make bench``) and
 """
 
 import argparse
-import os
 from pathlib import Path
 
-from inprocess import run_child
+from inprocess import app_env, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,17 +75,7 @@ asyncio.run(main())
 
 
 def measure(tree: Path, requests: int) -> dict:
-    env = {
-        **os.environ,
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECURE": "false",
-        "AGENT_PROVIDER": "local",
-        "RATE_LIMIT_ENTERPRISE": "100000000",
-        "LOG_LEVEL": "INFO",  # as production (and the bench): one JSON line a request
-    }
-    env.pop("CI", None)
-    return run_child(tree, CHILD, [str(requests)], env)
+    return run_child(tree, CHILD, [str(requests)], app_env(bench_database=False, AGENT_PROVIDER="local"))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ both trees, whatever their own bench/ holds.
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -77,6 +78,26 @@ async def asgi_request(
 
     await application(dict(scope), receive, send)
     return status[0]
+
+
+def app_env(*, bench_database: bool = True, **overrides: str) -> dict:
+    """The environment of a child serving the app as the load harness does: production
+    settings on 127.0.0.1, the request log on (one JSON line a request), the enterprise
+    tier never limited, no CI switches; ``bench_database``: BENCH_DATABASE_URL /
+    BENCH_REDIS_URL when set, else DATABASE_URL / REDIS_URL."""
+    env = {
+        **os.environ,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECURE": "false",
+        "RATE_LIMIT_ENTERPRISE": "100000000",
+        "LOG_LEVEL": "INFO",
+    }
+    if bench_database:
+        env["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", os.environ.get("DATABASE_URL", ""))
+        env["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", os.environ.get("REDIS_URL", ""))
+    env.pop("CI", None)
+    return {**env, **overrides}
 
 
 def run_child(tree: Path, child: str, args: Iterable[str], env: dict) -> dict:

@@ -14,10 +14,9 @@ replays).
 """
 
 import argparse
-import os
 from pathlib import Path
 
-from inprocess import run_child
+from inprocess import app_env, run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,18 +69,7 @@ asyncio.run(main())
 
 
 def measure(tree: Path, requests: int) -> dict:
-    env = {
-        **os.environ,
-        "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", os.environ.get("DATABASE_URL", "")),
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", os.environ.get("REDIS_URL", "")),
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECURE": "false",
-        "RATE_LIMIT_ENTERPRISE": "100000000",
-        "LOG_LEVEL": "INFO",  # as production (and the bench): one JSON line a request
-    }
-    env.pop("CI", None)
-    return run_child(tree, CHILD, [str(requests)], env)
+    return run_child(tree, CHILD, [str(requests)], app_env())
 
 
 def main() -> None:
