@@ -132,6 +132,28 @@ def access_from_token(raw_token: str | None) -> Access | None:
     return Access(user=user, expires_at=float(validated["exp"]))
 
 
+async def aaccess_from_token(raw_token: str | None) -> Access | None:
+    """``access_from_token`` for async callers (the SSE views): the token checked in the
+    event loop, the caller from the caller cache (``config.api.callers``: refused within
+    ``AUTH_CALLER_CACHE_SECONDS`` of a change made elsewhere, at once when it went through
+    this process's ORM), else one query in a thread."""
+    if not raw_token:
+        return None
+    auth = JWTAuthentication()
+    try:
+        validated = auth.get_validated_token(raw_token.encode() if isinstance(raw_token, str) else raw_token)
+        user = callers.get(auth.user_id(validated))
+        if user is None:
+            user = await sync_to_async(auth.load_user)(validated)
+        user = auth.check_user(user, validated)
+    except (InvalidToken, TokenError, AuthenticationFailed):
+        return None
+    if not user.is_active:
+        return None
+    _remember(user)
+    return Access(user=user, expires_at=float(validated["exp"]))
+
+
 def user_still_active(user_id: int) -> bool:
     """Whether the user and their tenant are both still active: one query. Long-lived
     connections (WebSocket, SSE) authenticated once call it again while they stay open."""

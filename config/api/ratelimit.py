@@ -37,6 +37,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.handlers.asgi import ASGIRequest
 from django_ratelimit import ALL
 from django_ratelimit.core import (
     _SIMPLE_KEYS,
@@ -265,6 +266,18 @@ async def alimit_request(request, *, user):
     usage on ``request`` for the headers middleware, and returns the 429 envelope response
     when over the limit (the view returns it), else None."""
     usage = await atenant_usage(user=user)
+    request.rate_limit_usage = usage
+    return usage.error_response() if usage.limited else None
+
+
+async def alimit_request_loaded(request, *, user):
+    """``alimit_request`` for a ``user`` whose tenant is loaded (as authentication leaves
+    it): under ASGI the count is made in the event loop (``atenant_usage_loaded``, no
+    thread hop); the WSGI test client runs async views in a loop of their own per request,
+    where redis.asyncio's per-loop client does not belong, so the thread path is kept."""
+    if not isinstance(request, ASGIRequest):
+        return await alimit_request(request, user=user)
+    usage = await atenant_usage_loaded(user=user)
     request.rate_limit_usage = usage
     return usage.error_response() if usage.limited else None
 

@@ -9,14 +9,13 @@ import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from channels.db import database_sync_to_async
 from django.http import StreamingHttpResponse
 
 from config.core.errors import ApplicationError
 
-from .auth import Access, access_from_token, bearer_token
+from .auth import Access, aaccess_from_token, bearer_token
 from .errors import dependency_unavailable_body, error_response
-from .ratelimit import alimit_request
+from .ratelimit import alimit_request_loaded
 
 
 def encode(frame: dict) -> str:
@@ -44,7 +43,7 @@ def response(stream: AsyncIterator[str]) -> StreamingHttpResponse:
 async def access(request) -> Access | None:
     """The caller and their token's expiry from the bearer token (``Authorization: Bearer``
     or ``?token=``), or None; the user is also set as ``request.user`` for the request log."""
-    granted = await database_sync_to_async(access_from_token)(bearer_token(request))
+    granted = await aaccess_from_token(bearer_token(request))
     if granted is not None:
         request.user = granted.user
     return granted
@@ -65,7 +64,7 @@ def authenticated(view: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
         granted = await access(request)
         if granted is None:
             return unauthenticated()
-        if (refused := await alimit_request(request, user=granted.user)) is not None:
+        if (refused := await alimit_request_loaded(request, user=granted.user)) is not None:
             return refused
         return await view(request, granted, *args, **kwargs)
 

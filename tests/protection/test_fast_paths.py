@@ -399,3 +399,61 @@ def test_only_views_whose_policies_the_fast_path_reproduces_are_wrapped():
     # not evaluate: DRF's view as it was.
     assert not iscoroutinefunction(resolve("/api/v1/users/").func)
     assert resolve("/api/v1/users/").func.cls.__name__ == "UserViewSet"
+
+
+# ------------------------------------------------------------------ SSE views' preamble
+
+STREAM = "/api/v1/chat/stream"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sse_streams_read_the_caller_cache_and_count_in_the_event_loop(settings, monkeypatch):
+    """The SSE views' preamble (config/api/sse.py) is the fast path's: the caller from the
+    cache (a change saved through the ORM refused at once, a bulk one within the bound),
+    the rate limit counted once per stream, in the event loop, with its headers."""
+    settings.RATE_LIMIT_FREE = 100
+    settings.AUTH_CALLER_CACHE_SECONDS = 2
+    now = [1000.0]
+    monkeypatch.setattr(callers, "clock", lambda: now[0])
+    user = await database_sync_to_async(UserFactory)()
+    token = await database_sync_to_async(token_for)(user)
+    body = json.dumps({"message": "hello"}).encode()
+
+    status, headers, stream = await asgi("POST", STREAM, token, body=body)
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    assert b"event: message.created" in stream
+    assert headers["x-ratelimit-remaining"] == "99"
+    status, headers, _ = await asgi("POST", STREAM, token, body=body)
+    assert (status, headers["x-ratelimit-remaining"]) == (200, "98")
+
+    # A bulk update: no signal, so the cached row serves until its entry expires.
+    await database_sync_to_async(User.objects.filter(pk=user.pk).update)(is_active=False)
+    now[0] += 1.9
+    assert (await asgi("POST", STREAM, token, body=body))[0] == 200
+    now[0] += 0.2
+    status, _, refused = await asgi("POST", STREAM, token, body=body)
+    assert (status, json.loads(refused)["error"]["code"]) == (401, "not_authenticated")
+
+    # Saved through the ORM: evicted, refused at once.
+    other = await database_sync_to_async(UserFactory)()
+    other_token = await database_sync_to_async(token_for)(other)
+    assert (await asgi("POST", STREAM, other_token, body=body))[0] == 200
+    other.tenant.is_active = False
+    await database_sync_to_async(other.tenant.save)(update_fields=["is_active"])
+    assert (await asgi("POST", STREAM, other_token, body=body))[0] == 401
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_sse_streams_over_the_limit_get_the_429_envelope(settings):
+    settings.RATE_LIMIT_FREE = 1
+    user = await database_sync_to_async(UserFactory)()
+    token = await database_sync_to_async(token_for)(user)
+    body = json.dumps({"message": "hello"}).encode()
+
+    assert (await asgi("POST", STREAM, token, body=body))[0] == 200
+    status, headers, refused = await asgi("POST", STREAM, token, body=body)
+
+    assert status == 429 and headers["content-type"] == "application/json"
+    assert json.loads(refused)["error"]["code"] == "rate_limited"
+    assert int(headers["retry-after"]) >= 1
+    assert await database_sync_to_async(Conversation.objects.filter(owner=user).count)() == 1
