@@ -74,6 +74,14 @@ class JWTAuthentication(authentication.JWTAuthentication):
             raise AuthenticationFailed("Tenant is inactive", code="tenant_inactive")
         return user
 
+    async def acaller(self, validated_token):
+        """The checked caller a validated token names, for async code: from the caller
+        cache, else one query in a thread (``load_user``). Raises as ``get_user``."""
+        user = callers.get(self.user_id(validated_token))
+        if user is None:
+            user = await sync_to_async(self.load_user)(validated_token)
+        return self.check_user(user, validated_token)
+
     def authenticate(self, request):
         result = super().authenticate(request)
         if result is not None:
@@ -94,10 +102,7 @@ class JWTAuthentication(authentication.JWTAuthentication):
             if raw_token is None:
                 return None
             validated = self.get_validated_token(raw_token)
-            user = callers.get(self.user_id(validated))
-            if user is None:
-                user = await sync_to_async(self.load_user)(validated)
-            user = self.check_user(user, validated)
+            user = await self.acaller(validated)
         except (InvalidToken, TokenError, AuthenticationFailed):
             return None
         _remember(user)
@@ -142,10 +147,7 @@ async def aaccess_from_token(raw_token: str | None) -> Access | None:
     auth = JWTAuthentication()
     try:
         validated = auth.get_validated_token(raw_token.encode() if isinstance(raw_token, str) else raw_token)
-        user = callers.get(auth.user_id(validated))
-        if user is None:
-            user = await sync_to_async(auth.load_user)(validated)
-        user = auth.check_user(user, validated)
+        user = await auth.acaller(validated)
     except (InvalidToken, TokenError, AuthenticationFailed):
         return None
     if not user.is_active:
