@@ -457,3 +457,40 @@ async def test_sse_streams_over_the_limit_get_the_429_envelope(settings):
     assert json.loads(refused)["error"]["code"] == "rate_limited"
     assert int(headers["retry-after"]) >= 1
     assert await database_sync_to_async(Conversation.objects.filter(owner=user).count)() == 1
+
+
+DEAD_CACHE = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens: a stopped Redis
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+    }
+}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_under_asgi_a_cache_outage_fails_open_in_the_event_loop(settings):
+    user = await database_sync_to_async(UserFactory)()
+    token = await database_sync_to_async(token_for)(user)
+    settings.CACHES = DEAD_CACHE
+
+    status, headers, body = await asgi("GET", ME, token)
+
+    assert status == 200 and json.loads(body)["user"]["id"] == user.pk
+    assert "x-ratelimit-limit" not in headers  # let through uncounted
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", [ME, STREAM])
+async def test_under_asgi_a_cache_outage_refuses_when_fail_closed(settings, path):
+    user = await database_sync_to_async(UserFactory)()
+    token = await database_sync_to_async(token_for)(user)
+    settings.CACHES = DEAD_CACHE
+    settings.RATELIMIT_FAIL_OPEN = False
+    body = json.dumps({"message": "hello"}).encode() if path == STREAM else b""
+
+    status, headers, refused = await asgi("POST" if path == STREAM else "GET", path, token, body=body)
+
+    assert status == 429 and headers["content-type"] == "application/json"
+    assert json.loads(refused)["error"]["code"] == "rate_limited"
+    assert await database_sync_to_async(Conversation.objects.filter(owner=user).count)() == 0
