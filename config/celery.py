@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 import tempfile
 
 from celery import Celery
@@ -18,6 +19,14 @@ from celery.signals import (
 )
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+if os.path.basename(sys.argv[0]) == "celery":
+    # The worker's own process (`celery -A config ...`): a configuration mistake is one line
+    # and exit 1, as for manage.py and the web (config/startup.py), not a traceback from
+    # inside Celery's lazy settings. Other importers load the settings their own way.
+    from config import startup
+
+    startup.load_settings_or_exit()
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")

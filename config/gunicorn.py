@@ -16,32 +16,40 @@ import sys
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from uvicorn_worker import UvicornWorker
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
-_env = environ.Env()
+from config import startup  # noqa: E402  (needs BASE_DIR on sys.path)
+from config.envvars import Env  # noqa: E402
+
+_env = Env()
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-# Web processes on this machine (each serves HTTP, SSE and WebSocket). More than one needs
-# REDIS_URL: the in-memory channel layer and the local-memory cache are per process.
-WEB_CONCURRENCY = _env.int("WEB_CONCURRENCY", default=1)
-# Seconds a stopping worker has to finish in-flight requests after SIGTERM before the
-# master kills it (the same setting bounds daphne's stop: config/shutdown.py).
-SHUTDOWN_GRACE_SECONDS = _env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
+# A malformed value is one line and exit 1 (config/envvars.py), as for the settings.
+try:
+    # Web processes on this machine (each serves HTTP, SSE and WebSocket). More than one needs
+    # REDIS_URL: the in-memory channel layer and the local-memory cache are per process.
+    WEB_CONCURRENCY = _env.int("WEB_CONCURRENCY", default=1)
+    # Seconds a stopping worker has to finish in-flight requests after SIGTERM before the
+    # master kills it (the same setting bounds daphne's stop: config/shutdown.py).
+    SHUTDOWN_GRACE_SECONDS = _env.float("SHUTDOWN_GRACE_SECONDS", default=10.0)
 
-# Behind a reverse proxy: the proxies' addresses (comma-separated, or "*"), whose
-# X-Forwarded-For / X-Forwarded-Proto the server then trusts for the client address
-# (REMOTE_ADDR, which audits and rate limits read). Empty: trust no header (the default).
-FORWARDED_ALLOW_IPS = _env.str("FORWARDED_ALLOW_IPS", default="")
-# WebSocket permessage-deflate (RFC 7692), offered by browsers and the websockets client.
-# Off by default: each socket has its own compressor, so an event fanned out to 500 sockets
-# was deflated 500 times (py-spy under bench/ws_fanout.py: 30% of the worker's samples) for
-# frames of a few hundred bytes. Daphne never offered it (docs/realtime.md).
-WS_PER_MESSAGE_DEFLATE = _env.bool("WS_PER_MESSAGE_DEFLATE", default=False)
+    # Behind a reverse proxy: the proxies' addresses (comma-separated, or "*"), whose
+    # X-Forwarded-For / X-Forwarded-Proto the server then trusts for the client address
+    # (REMOTE_ADDR, which audits and rate limits read). Empty: trust no header (the default).
+    FORWARDED_ALLOW_IPS = _env.str("FORWARDED_ALLOW_IPS", default="")
+    # WebSocket permessage-deflate (RFC 7692), offered by browsers and the websockets client.
+    # Off by default: each socket has its own compressor, so an event fanned out to 500 sockets
+    # was deflated 500 times (py-spy under bench/ws_fanout.py: 30% of the worker's samples) for
+    # frames of a few hundred bytes. Daphne never offered it (docs/realtime.md).
+    WS_PER_MESSAGE_DEFLATE = _env.bool("WS_PER_MESSAGE_DEFLATE", default=False)
+except ImproperlyConfigured as exc:
+    startup.fail(str(exc))
 
 workers = WEB_CONCURRENCY
 forwarded_allow_ips = FORWARDED_ALLOW_IPS or "127.0.0.1"

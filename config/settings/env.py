@@ -2,9 +2,11 @@ from pathlib import Path
 
 import environ
 
+from config.envvars import Env
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-env = environ.Env()
+env = Env()
 # A local .env is read when present (development only; production sets real variables).
 # Variables already in the environment win over it.
 if (BASE_DIR / ".env").is_file():

@@ -255,3 +255,50 @@ def test_sqlite_concurrent_read_then_write_transactions_wait_instead_of_failing(
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[] 4"
+
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "value", "expected"),
+    [
+        (
+            ["manage.py", "check"],
+            "RATE_LIMIT_FREE",
+            "60/min",
+            "error: RATE_LIMIT_FREE must be an integer, got '60/min'",
+        ),
+        (
+            ["manage.py", "check"],
+            "AUTH_CALLER_CACHE_SECONDS",
+            "off",
+            "error: AUTH_CALLER_CACHE_SECONDS must be a number, got 'off'",
+        ),
+        (
+            [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", "-b", "127.0.0.1:1", "config.asgi:application"],
+            "SHUTDOWN_GRACE_SECONDS",
+            "soon",
+            "error: SHUTDOWN_GRACE_SECONDS must be a number, got 'soon'",
+        ),
+        (
+            [str(BIN / "celery"), "-A", "config", "worker"],
+            "HUB_MAX_ATTEMPTS",
+            "five",
+            "error: HUB_MAX_ATTEMPTS must be an integer, got 'five'",
+        ),
+    ],
+    ids=["manage.py-int", "manage.py-float", "gunicorn", "celery"],
+)
+def test_a_malformed_number_in_the_environment_is_one_line_naming_it(argv, variable, value, expected):
+    # Every entry point: one line that names the variable and the value, exit 1, no traceback
+    # and nothing started (the gunicorn port 1 would need root, the worker a broker).
+    command = argv if argv[0] != "manage.py" else [sys.executable, *argv]
+    env = {key: val for key, val in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL", "CI")}
+    env.update(DJANGO_SETTINGS_MODULE="config.settings", **{variable: value})
+
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if "Starting gunicorn" not in line]
+    assert lines == [expected]
