@@ -7,6 +7,10 @@ from .hub import HUB_DELIVERY_QUEUE, HUB_SWEEP_SECONDS
 
 # Celery: a Redis broker and separate workers on the real stack; in-process when embedded.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+# kombu's Redis transport, with a worker that survives a broker restart while it holds a
+# task waiting for its countdown (config/broker.py).
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = False

@@ -167,6 +167,39 @@ def test_redis_stopped_and_started_again_loses_no_accepted_message(stack, privat
     assert '"status": 500' not in daphne.log()
 
 
+def test_a_worker_holding_a_countdown_task_survives_a_redis_restart(stack, private_redis):
+    # Arrange: a worker on the private Redis, holding a task that waits for its countdown
+    # (as a hub delivery's or an agent run's retry does): unacknowledged in the worker.
+    from celery import Celery
+
+    stack.env.update({"REDIS_URL": private_redis.url(0), "CELERY_BROKER_URL": private_redis.url(1)})
+    daphne, worker = stack.spawn_daphne(), stack.spawn_worker()
+    stack.wait_daphne(daphne)
+    stack.wait_worker(worker)
+    sender = Celery(broker=private_redis.url(1))
+    held = sender.send_task("audits.tasks.seal_chains", countdown=600, queue="default")
+    wait_for(lambda: f"[{held.id}] received" in worker.log(), timeout=DEADLINE, what="the countdown task held")
+
+    # Act: Redis restarts (empty: no persistence) while the worker holds it.
+    private_redis.stop()
+    time.sleep(2)
+    private_redis.start()
+
+    # Assert: the worker did not exit (kombu's restore on a released connection used to end
+    # it: "Unrecoverable error"), reconnected, and runs what is accepted after the restart.
+    account = register(stack)
+    http = httpx.Client(base_url=stack.base_url, headers=account["headers"], timeout=30, trust_env=False)
+    wait_for(lambda: http.get("/health/ready").status_code == 200, timeout=DEADLINE, what="readiness after Redis")
+    created = http.post("/api/v1/conversations/", json={"title": "after the restart"})
+    assert created.status_code == 201, created.text
+    after = _post_message(http, created.json()["id"], "after the restart")
+    assert after.status_code == 202, after.text
+    wait_for(lambda: _completed([after.json()["run"]["id"]]), timeout=DEADLINE, what="a run after the restart")
+    assert worker.alive(), worker.log()[-3000:]
+    assert "Unrecoverable error" not in worker.log()
+    assert "unacknowledged message(s) left to the visibility timeout" in worker.log()
+
+
 # ---------------------------------------------------------------- PostgreSQL
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
