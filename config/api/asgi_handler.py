@@ -1,0 +1,181 @@
+"""Django's ASGI handler without the two thread hops it makes for every request.
+
+Django's ``ASGIHandler.handle`` sends ``request_started`` with ``asend`` (its sync receivers
+run through ``sync_to_async``) and closes the response through ``sync_to_async`` (the close
+sends ``request_finished``). Both are thread-sensitive, so each request gets a thread of its
+own (asgiref's per-request ``ThreadSensitiveContext`` executor) and, when it ends, a second
+thread to join the first: an async view that does no sync work (``/health``, the cached
+``/auth/me``, a replay, an SSE preamble) starts two threads and hops twice only for this.
+
+Why the hops exist: the receivers Django connects act on *the calling thread's* database
+connections (``reset_queries``, ``close_old_connections``), and the request's sync work
+(a sync view, ``sync_to_async`` in an async view) runs in the request's thread, so its
+connections must be closed there. Here the hops are made only when they can matter:
+
+- ``request_started``: the request's thread is created on first use, so at this point it
+  has no connection to reset or close; Django's receivers run inline (they find none in the
+  event loop's thread either, where the ORM refuses to connect).
+- the response's close (``request_finished``): inline when the request did no
+  thread-sensitive sync work (no request thread was created: no connection of this request
+  is open anywhere it could close), the response holds no resource but its request without
+  an uploaded file (a file response, a temporary upload file), and every receiver is one of
+  Django's known cheap ones. Otherwise in the request's thread, as
+  Django does.
+
+A receiver we do not know (a package's, a test's) sends the signal Django's way, hop
+included. ``handle`` is Django 5.2's with those two calls replaced; a test pins the source
+of Django's method it was copied from, so an upgrade that changes it fails loudly.
+"""
+
+import asyncio
+
+import django
+from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
+from django.core import signals
+from django.core.cache import close_caches
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefix
+from django.core.handlers.base import reset_urlconf
+from django.db import close_old_connections, reset_queries
+from django.urls import set_script_prefix
+
+# Receivers that do no I/O in a thread that holds no database connection: they touch the
+# calling thread's connections (none open), the context's caches (closing a Redis or
+# local-memory cache drops no data) and the context's urlconf.
+INLINE_RECEIVERS = frozenset({reset_queries, close_old_connections, close_caches, reset_urlconf})
+
+
+def _inline_receivers(signal, sender):
+    """The signal's receivers when all of them may run inline in the event loop, else None."""
+    sync_receivers, async_receivers = signal._live_receivers(sender)
+    if async_receivers or not all(receiver in INLINE_RECEIVERS for receiver in sync_receivers):
+        return None
+    return sync_receivers
+
+
+def _request_thread_used() -> bool:
+    """Whether thread-sensitive sync work of this request may hold a thread's state (its
+    database connections): a request thread was created, or such work goes to a thread
+    shared beyond this request (a parent ``async_to_sync``, no per-request context)."""
+    if getattr(AsyncToSync.executors, "current", None) is not None:
+        return True
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    return context is None or context in SyncToAsync.context_to_thread_executor
+
+
+async def send_request_started(sender, scope) -> None:
+    receivers = _inline_receivers(signals.request_started, sender)
+    if receivers is None:
+        await signals.request_started.asend(sender=sender, scope=scope)
+        return
+    for receiver in receivers:
+        receiver(signal=signals.request_started, sender=sender, scope=scope)
+
+
+async def send_request_finished(sender) -> None:
+    receivers = None if _request_thread_used() else _inline_receivers(signals.request_finished, sender)
+    if receivers is None:
+        await signals.request_finished.asend(sender=sender)
+        return
+    for receiver in receivers:
+        receiver(signal=signals.request_finished, sender=sender)
+
+
+def _closers_inline(response) -> bool:
+    """Whether the response's resources may be closed in the event loop: the only one is
+    its request (Django adds ``request.close`` to every response) and that request holds no
+    uploaded file. Closing the request closes its body stream, which the handler closes in
+    the event loop anyway; an uploaded file may be a temporary file on disk to delete."""
+    for closer in response._resource_closers:
+        request = getattr(closer, "__self__", None)
+        if not (
+            isinstance(request, ASGIRequest)
+            and closer.__func__ is type(request).close
+            and not getattr(request, "_files", None)
+        ):
+            return False
+    return True
+
+
+async def close_response(response) -> None:
+    """``response.close()`` (its resources, then ``request_finished``), in the event loop
+    when nothing of it needs the request's thread."""
+    if (
+        not _closers_inline(response)
+        or _request_thread_used()
+        or _inline_receivers(signals.request_finished, response._handler_class) is None
+    ):
+        await sync_to_async(response.close)()
+    else:
+        response.close()
+
+
+class AppASGIHandler(ASGIHandler):
+    """``ASGIHandler`` whose request-start and response-close hop to a thread only when the
+    request has one (module docstring)."""
+
+    async def handle(self, scope, receive, send):
+        """Django 5.2's ``ASGIHandler.handle``; the two changes are marked."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        await send_request_started(self.__class__, scope)  # changed: was request_started.asend
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            await close_response(error_response)  # changed: was sync_to_async(close)
+            return
+
+        async def process_request(request, send):
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                # Client disconnected during send_response (ignore exception).
+                pass
+
+            return response
+
+        # Try to catch a disconnect while getting response.
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # Now wait on both tasks (they may have both finished by now).
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    # Ignore client disconnects.
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                # Allow views to handle cancellation.
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    # Task re-raised the CancelledError as expected.
+                    pass
+
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            await send_request_finished(self.__class__)  # changed: was request_finished.asend
+        else:
+            await close_response(response)  # changed: was sync_to_async(response.close)
+
+        body_file.close()
+
+
+def get_asgi_application() -> AppASGIHandler:
+    """``django.core.asgi.get_asgi_application`` with this handler."""
+    django.setup(set_prefix=False)
+    return AppASGIHandler()
