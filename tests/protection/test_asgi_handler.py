@@ -7,6 +7,7 @@ See docs/overhead.md, "Fourth round: the handler's hops"."""
 import asyncio
 import hashlib
 import inspect
+import logging
 import threading
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class Call:
     async def send(self, message):
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            self.headers = {key.decode().lower(): value.decode() for key, value in message["headers"]}
         elif message["type"] == "http.response.body" and not message.get("more_body"):
             self.gone.set()
 
@@ -123,6 +125,35 @@ async def test_an_async_request_with_no_sync_work_hops_to_no_thread(hops, finish
     assert hops == []
     assert finished_in == [threading.get_ident()]  # sent, in the event loop
     assert threading.active_count() == started
+
+
+async def test_a_request_with_no_hop_keeps_every_guarantee_of_the_floor(caplog, settings):
+    """/health served without a thread: its request id (echoed), security headers, one log
+    line with its fields and the request metrics, as before."""
+    from prometheus_client import REGISTRY
+
+    caplog.set_level(logging.INFO, logger="http.request")
+    labels = {"method": "GET", "route": "/health", "status": "200"}
+    counted = REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+    call = Call("/health")
+    call.scope["headers"].append((b"x-request-id", b"req-floor-1"))
+
+    assert await call() == 200
+
+    assert call.headers["x-request-id"] == "req-floor-1"
+    assert call.headers["x-content-type-options"] == "nosniff"
+    assert call.headers["x-frame-options"] == "DENY"
+    assert call.headers["referrer-policy"] == settings.SECURE_REFERRER_POLICY
+    assert call.headers["cross-origin-opener-policy"] == settings.SECURE_CROSS_ORIGIN_OPENER_POLICY
+    (line,) = [r for r in caplog.records if r.name == "http.request"]
+    assert (line.method, line.path, line.route, line.status, line.request_id) == (
+        "GET",
+        "/health",
+        "/health",
+        200,
+        "req-floor-1",
+    )
+    assert REGISTRY.get_sample_value("http_requests_total", labels) == counted + 1
 
 
 async def test_a_request_with_sync_work_is_finished_in_its_thread(hops, finished_in, monkeypatch, token):
