@@ -23,21 +23,29 @@ connections must be closed there. Here the hops are made only when they can matt
   Django does.
 
 A receiver we do not know (a package's, a test's) sends the signal Django's way, hop
-included. ``handle`` is Django 5.2's with those two calls replaced; a test pins the source
-of Django's method it was copied from, so an upgrade that changes it fails loudly.
+included. A third hop, on error responses only: Django logs every response of 400 or more
+to ``django.request`` from a thread; that hop is made only when the logger would write the
+line (our LOGGING keeps it at ERROR, so a 4xx hopped to log nothing).
+
+``handle`` and ``get_response_async`` are Django 5.2's with those calls replaced (marked);
+a test pins the source of Django's methods they were copied from, so an upgrade that
+changes either fails loudly.
 """
 
 import asyncio
+import logging
 
 import django
 from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
+from django.conf import settings
 from django.core import signals
 from django.core.cache import close_caches
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest, get_script_prefix
 from django.core.handlers.base import reset_urlconf
 from django.db import close_old_connections, reset_queries
-from django.urls import set_script_prefix
+from django.urls import set_script_prefix, set_urlconf
+from django.utils.log import log_response, request_logger
 
 # Receivers that do no I/O in a thread that holds no database connection: they touch the
 # calling thread's connections (none open), the context's caches (closing a Redis or
@@ -112,7 +120,31 @@ async def close_response(response) -> None:
 
 class AppASGIHandler(ASGIHandler):
     """``ASGIHandler`` whose request-start and response-close hop to a thread only when the
-    request has one (module docstring)."""
+    request has one (module docstring), and whose error responses hop to a thread for
+    Django's ``django.request`` line only when that logger would write it."""
+
+    async def get_response_async(self, request):
+        """Django 5.2's ``BaseHandler.get_response_async``. Django logs every response of
+        400 or more to ``django.request`` through ``sync_to_async`` (a hop to the loop's
+        thread pool); our LOGGING keeps that logger at ERROR (one JSON line a request is
+        ours), so a 4xx (a 429, a 401, a 404) hopped to a thread to log nothing. The hop is
+        made when the logger is enabled for the level ``log_response`` would use."""
+        set_urlconf(settings.ROOT_URLCONF)
+        response = await self._middleware_chain(request)
+        response._resource_closers.append(request.close)
+        if response.status_code >= 400:
+            level = logging.ERROR if response.status_code >= 500 else logging.WARNING
+            if getattr(response, "_has_been_logged", False) or not request_logger.isEnabledFor(level):
+                response._has_been_logged = True  # as log_response marks it, logged or not
+            else:
+                await sync_to_async(log_response, thread_sensitive=False)(
+                    "%s: %s",
+                    response.reason_phrase,
+                    request.path,
+                    response=response,
+                    request=request,
+                )
+        return response
 
     async def handle(self, scope, receive, send):
         """Django 5.2's ``ASGIHandler.handle``; the two changes are marked."""

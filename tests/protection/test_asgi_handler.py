@@ -15,6 +15,7 @@ import asgiref.sync
 import pytest
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.core.handlers.base import BaseHandler
 from django.http import FileResponse, HttpResponse, JsonResponse
 from django.urls import path
 
@@ -32,6 +33,7 @@ ME = "/api/v1/auth/me"
 # The method config/api/asgi_handler.py copies, as it was copied (Django 5.2.19): a Django
 # upgrade that changes it fails here, and the copy is brought up to date by hand.
 DJANGO_HANDLE_SHA256 = "98faeb5bef800331e6a8002fbc96b30e4122a23438ae45a047190a531ea11323"
+DJANGO_GET_RESPONSE_ASYNC_SHA256 = "ad82c920df0cebbb52b1ebafe6ab8b5541f200c39fa954a148b01f60725b715b"
 
 
 class Call:
@@ -182,6 +184,26 @@ async def test_a_sync_view_closes_its_connection_in_its_thread(hops, finished_in
     assert finished_in and finished_in[-1] != threading.get_ident()
 
 
+async def test_an_error_response_hops_for_djangos_log_line_only_when_it_is_written(hops, caplog, settings, token):
+    # A 429 from the fast path (rate limit in the event loop, the caller cached).
+    settings.RATE_LIMIT_FREE = 1
+    assert await Call(ME, token)() == 200
+    hops.clear()
+
+    assert await Call(ME, token)() == 429
+    assert hops == []  # django.request is at ERROR (config/settings/observability.py)
+
+    logging.getLogger("django.request").setLevel(logging.WARNING)
+    try:
+        caplog.set_level(logging.WARNING, logger="django.request")
+        assert await Call(ME, token)() == 429
+    finally:
+        logging.getLogger("django.request").setLevel(logging.ERROR)
+    assert hops == ["log_response"]
+    (line,) = [r for r in caplog.records if r.name == "django.request"]
+    assert line.getMessage() == f"Too Many Requests: {ME}" and line.status_code == 429
+
+
 async def test_a_receiver_we_do_not_know_is_sent_djangos_way(hops):
     # A package's or a project's receiver may do I/O: it runs in a thread, as under Django's handler.
     started_in, finished_in = [], []
@@ -271,9 +293,11 @@ async def test_a_client_that_leaves_mid_request_is_still_finished(settings, monk
     assert finished == [asgi_handler.AppASGIHandler]
 
 
-def test_the_copied_handle_is_djangos_method_as_it_was_copied():
+def test_the_copied_methods_are_djangos_as_they_were_copied():
     source = inspect.getsource(ASGIHandler.handle)
     assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_HANDLE_SHA256
+    source = inspect.getsource(BaseHandler.get_response_async)
+    assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_GET_RESPONSE_ASYNC_SHA256
     ours = Path(asgi_handler.__file__).read_text()
     assert ours.count("# changed:") == 4
 
