@@ -3,7 +3,10 @@ them) for ``GET /health`` of the app and for the bare view, and the share of a c
 worker got: the worker's utime + stime (all its threads, from /proc) over a wrk run,
 divided by the requests wrk counted. Alternates bare / app ``--rounds`` times.
 
-    .venv/bin/python bench/served_cpu.py [--port 18510] [--seconds 6] [--rounds 3] [--connections 50]
+    .venv/bin/python bench/served_cpu.py [--port 18510] [--seconds 6] [--rounds 3] [--connections 50] [--hop-free-bare]
+
+``--hop-free-bare`` also serves the bare view through the app's handler
+(bench/bare_hopfree_asgi.py), a third server measured in the same rotation.
 
 Needs DATABASE_URL and REDIS_URL for the app (``/health`` touches neither). On a shared
 machine requests/s follows the CPU share the scheduler gives the worker; CPU per request
@@ -36,7 +39,7 @@ def worker_pid(master: int) -> int:
     return int(children[0])
 
 
-def start(bare: bool, port: int, log: Path) -> subprocess.Popen:
+def start(bare: bool, port: int, log: Path, app: str = "") -> subprocess.Popen:
     env = {
         **os.environ,
         "DJANGO_SECRET_KEY": "bench-" + secrets.token_hex(24),
@@ -48,7 +51,7 @@ def start(bare: bool, port: int, log: Path) -> subprocess.Popen:
         "WEB_CONCURRENCY": "1",
         "DJANGO_SETTINGS_MODULE": "bench.bare_settings" if bare else "config.settings",
     }
-    app = "bench.bare_asgi:application" if bare else "config.asgi:application"
+    app = app or ("bench.bare_asgi:application" if bare else "config.asgi:application")
     argv = [str(BIN / "gunicorn"), "-c", "config/gunicorn.py", "-b", f"127.0.0.1:{port}", app]
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
@@ -80,12 +83,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--hop-free-bare", action="store_true")
     args = parser.parse_args()
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     servers = {
         "bare": (start(True, args.port + 1, logs / "served-bare.log"), f"http://127.0.0.1:{args.port + 1}/bare"),
         "app": (start(False, args.port, logs / "served-app.log"), f"http://127.0.0.1:{args.port}/health"),
     }
+    if args.hop_free_bare:
+        proc = start(True, args.port + 2, logs / "served-bare0.log", "bench.bare_hopfree_asgi:application")
+        servers["bare0"] = (proc, f"http://127.0.0.1:{args.port + 2}/bare")
     try:
         print(f"{'server':<6} {'req/s':>8} {'cpu us/req':>11} {'core share':>11} {'load':>6}")
         for _ in range(args.rounds):

@@ -13,23 +13,25 @@ connections (``reset_queries``, ``close_old_connections``), and the request's sy
 connections must be closed there. Here the hops are made only when they can matter:
 
 - ``request_started``: the request's thread is created on first use, so at this point it
-  has no connection to reset or close; Django's receivers run inline (they find none in the
-  event loop's thread either, where the ORM refuses to connect).
+  has no connection to reset or close: Django's per-thread receivers (``reset_queries``,
+  ``close_old_connections``) would do nothing there and are skipped; nothing else is
+  connected by Django.
 - the response's close (``request_finished``): inline when the request did no
   thread-sensitive sync work (no request thread was created: no connection of this request
   is open anywhere it could close), the response holds no resource but its request without
   an uploaded file (a file response, a temporary upload file), and every receiver is one of
-  Django's known cheap ones. Otherwise in the request's thread, as
-  Django does.
+  Django's: the per-thread ones are skipped (Django would run them in a thread created for
+  them, with no connection), the per-context ones (``close_caches``, ``reset_urlconf``) run
+  inline. Otherwise in the request's thread, as Django does.
 
 A receiver we do not know (a package's, a test's) sends the signal Django's way, hop
 included. A third hop, on error responses only: Django logs every response of 400 or more
 to ``django.request`` from a thread; that hop is made only when the logger would write the
 line (our LOGGING keeps it at ERROR, so a 4xx hopped to log nothing).
 
-``handle`` and ``get_response_async`` are Django 5.2's with those calls replaced (marked);
-a test pins the source of Django's methods they were copied from, so an upgrade that
-changes either fails loudly.
+``handle`` and ``get_response_async`` are Django 5.2's with those calls replaced (marked),
+``close_response`` follows ``HttpResponseBase.close``; a test pins the source of Django's
+three methods, so an upgrade that changes any fails loudly.
 """
 
 import asyncio
@@ -47,18 +49,27 @@ from django.db import close_old_connections, reset_queries
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response, request_logger
 
-# Receivers that do no I/O in a thread that holds no database connection: they touch the
-# calling thread's connections (none open), the context's caches (closing a Redis or
-# local-memory cache drops no data) and the context's urlconf.
-INLINE_RECEIVERS = frozenset({reset_queries, close_old_connections, close_caches, reset_urlconf})
+# Django's receivers of request_started/request_finished, and what each acts on.
+# - The calling thread's database connections: under Django's handler these run in the
+#   request's thread; where this handler runs a signal inline that thread would have been
+#   created just for them, so it would hold no connection and they would do nothing. They
+#   are skipped (each costs ``connections.all(initialized_only=True)``, an attribute miss on
+#   a thread-critical Local per alias: a tenth of a served /health's CPU under py-spy).
+PER_THREAD_RECEIVERS = frozenset({reset_queries, close_old_connections})
+# - The request's context (asgiref Locals follow the context into a thread and back): the
+#   caches it used (closing a Redis or local-memory cache drops no data) and its urlconf.
+#   Run inline.
+PER_CONTEXT_RECEIVERS = frozenset({close_caches, reset_urlconf})
+KNOWN_RECEIVERS = PER_THREAD_RECEIVERS | PER_CONTEXT_RECEIVERS
 
 
 def _inline_receivers(signal, sender):
-    """The signal's receivers when all of them may run inline in the event loop, else None."""
+    """When every receiver of the signal is one of Django's known ones, those to call inline
+    (the per-context ones); else None: the signal goes Django's way."""
     sync_receivers, async_receivers = signal._live_receivers(sender)
-    if async_receivers or not all(receiver in INLINE_RECEIVERS for receiver in sync_receivers):
+    if async_receivers or not all(receiver in KNOWN_RECEIVERS for receiver in sync_receivers):
         return None
-    return sync_receivers
+    return [receiver for receiver in sync_receivers if receiver in PER_CONTEXT_RECEIVERS]
 
 
 def _request_thread_used() -> bool:
@@ -107,15 +118,23 @@ def _closers_inline(response) -> bool:
 
 async def close_response(response) -> None:
     """``response.close()`` (its resources, then ``request_finished``), in the event loop
-    when nothing of it needs the request's thread."""
-    if (
-        not _closers_inline(response)
-        or _request_thread_used()
-        or _inline_receivers(signals.request_finished, response._handler_class) is None
-    ):
+    when nothing of it needs the request's thread: then as Django 5.2's
+    ``HttpResponseBase.close`` does it, with only the per-context receivers called."""
+    receivers = None
+    if _closers_inline(response) and not _request_thread_used():
+        receivers = _inline_receivers(signals.request_finished, response._handler_class)
+    if receivers is None:
         await sync_to_async(response.close)()
-    else:
-        response.close()
+        return
+    for closer in response._resource_closers:
+        try:
+            closer()
+        except Exception:  # noqa: BLE001, S110 - as Django's close: a closer's failure is ignored
+            pass
+    response._resource_closers.clear()
+    response.closed = True
+    for receiver in receivers:
+        receiver(signal=signals.request_finished, sender=response._handler_class)
 
 
 class AppASGIHandler(ASGIHandler):

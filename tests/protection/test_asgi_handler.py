@@ -14,9 +14,11 @@ from pathlib import Path
 import asgiref.sync
 import pytest
 from django.core import signals
+from django.core.cache import close_caches
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.core.handlers.base import BaseHandler
+from django.core.handlers.base import BaseHandler, reset_urlconf
 from django.http import FileResponse, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.urls import path
 
 from config.api import asgi_handler
@@ -34,6 +36,7 @@ ME = "/api/v1/auth/me"
 # upgrade that changes it fails here, and the copy is brought up to date by hand.
 DJANGO_HANDLE_SHA256 = "98faeb5bef800331e6a8002fbc96b30e4122a23438ae45a047190a531ea11323"
 DJANGO_GET_RESPONSE_ASYNC_SHA256 = "ad82c920df0cebbb52b1ebafe6ab8b5541f200c39fa954a148b01f60725b715b"
+DJANGO_RESPONSE_CLOSE_SHA256 = "84589f5b23acbb23aa9010f3506ef411b72b1053f2fc2764590e2b3bf3470438"
 
 
 class Call:
@@ -98,15 +101,29 @@ def hops(monkeypatch):
 
 @pytest.fixture
 def finished_in(monkeypatch):
-    """The thread each ``request_finished`` was sent from."""
+    """The thread each ``request_finished`` was sent from: Django's way (``send``, from
+    ``response.close()``) or inline (its per-context receivers called by the handler)."""
     threads = []
-    original = signals.request_finished.send
+    original_send = signals.request_finished.send
+    original_inline = asgi_handler._inline_receivers
 
     def send(sender, **named):
         threads.append(threading.get_ident())
-        return original(sender, **named)
+        return original_send(sender, **named)
+
+    def inline_receivers(signal, sender):
+        receivers = original_inline(signal, sender)
+        if receivers is None or signal is not signals.request_finished:
+            return receivers
+        assert receivers == [close_caches, reset_urlconf]  # the per-thread ones are skipped
+
+        def sent(**named):
+            threads.append(threading.get_ident())
+
+        return [sent, *receivers]
 
     monkeypatch.setattr(signals.request_finished, "send", send)
+    monkeypatch.setattr(asgi_handler, "_inline_receivers", inline_receivers)
     return threads
 
 
@@ -298,6 +315,8 @@ def test_the_copied_methods_are_djangos_as_they_were_copied():
     assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_HANDLE_SHA256
     source = inspect.getsource(BaseHandler.get_response_async)
     assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_GET_RESPONSE_ASYNC_SHA256
+    source = inspect.getsource(HttpResponseBase.close)
+    assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_RESPONSE_CLOSE_SHA256
     ours = Path(asgi_handler.__file__).read_text()
     assert ours.count("# changed:") == 4
 
