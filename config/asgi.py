@@ -3,7 +3,6 @@
 import os
 
 from channels.routing import ProtocolTypeRouter
-from django.core.asgi import get_asgi_application
 
 from config import startup
 
@@ -11,6 +10,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # A missing secret key or database stops the server with one line, before it listens.
 startup.load_settings_or_exit()
 startup.check_database(unreachable_is_fatal=False)
+
+from config.api.asgi_handler import get_asgi_application  # noqa: E402
+
+# Django's handler, hopping to a thread at a request's start and end only when the request
+# has sync work of its own (config/api/asgi_handler.py).
 django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
