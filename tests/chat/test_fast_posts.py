@@ -5,6 +5,7 @@ everything else (a bad body, another content type, an invalid key) still does, a
 outcome is the DRF view's: bodies, statuses, headers, idempotency, the rate limit, the
 errors the services raise, nothing stored when refused."""
 
+import asyncio
 import hashlib
 import json
 from datetime import timedelta
@@ -150,6 +151,20 @@ async def test_an_idempotency_key_replays_refuses_another_body_and_creates_one_t
         assert replay[1]["allow"] == first[1]["allow"]
     assert other[0] == 422 and body_of(other)["error"]["code"] == "idempotency_key_mismatch"
     assert other[1]["allow"] == first[1]["allow"]
+    assert await count(Message, conversation=conversation, role="user") == 1
+
+
+async def test_two_concurrent_posts_with_one_key_create_one_message():
+    user, token, conversation = await caller()
+    path, body = messages_path(conversation), payload(content="twice at once")
+
+    answers = await asyncio.gather(*(asgi("POST", path, token, body=body, headers=[key("race")]) for _ in range(2)))
+
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses in ([202, 202], [202, 409]), statuses
+    if statuses == [202, 202]:  # the second waited for the first and replayed it
+        assert answers[0][2] == answers[1][2]
+        assert sorted(a[1].get("idempotent-replayed", "") for a in answers) == ["", "true"]
     assert await count(Message, conversation=conversation, role="user") == 1
 
 
