@@ -3,6 +3,7 @@ from rest_framework import mixins, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api.fast import FastPost, fast_view
 from config.api.idempotency import idempotent
 from config.api.views import HasTenant, TenantScopedViewSet
 from config.core.errors import Forbidden, ServiceUnavailable
@@ -50,10 +51,36 @@ def turn_body(turn: turns.Turn) -> dict:
     }
 
 
+def chat_answer(user, data: dict) -> tuple[dict, int]:
+    """``POST /api/v1/chat``'s work and body, for the DRF view and its async fast path
+    (``config.api.fast``): the whole turn in the request (``turn_answer``), 200 with the
+    reply, or 503 ``agent_unavailable`` (raised) with the user's message kept."""
+    turn = turns.turn_answer(user=user, content=data["message"], conversation_id=data["conversation_id"])
+    return turn_body(answered(turn)), status.HTTP_200_OK
+
+
+def legacy_chat_answer(user, data: dict, user_id) -> tuple[dict, int]:
+    """``POST /api/{user_id}/chat``: the same turn; ``tool_calls`` is a list of tool names,
+    and ``user_id`` must be the caller (403 otherwise, after the idempotency key was
+    claimed, as in the DRF view, so the key is released)."""
+    if int(user_id) != user.pk:
+        raise Forbidden("You can only chat as yourself.")
+    body, status_code = chat_answer(user, data)
+    body["tool_calls"] = [call["name"] for call in body["tool_calls"]]
+    return body, status_code
+
+
 class ChatView(APIView):
-    """One chat turn in the request: the reply, the tools it called and the token usage."""
+    """One chat turn in the request: the reply, the tools it called and the token usage.
+    Its success path is served async (``config.api.fast``: the caller, the rate limit and
+    the body in the event loop, one thread hop for the turn); DRF answers the rest."""
 
     permission_classes = APIView.permission_classes + [HasTenant]
+    fast_post = FastPost(ChatRequestSerializer, chat_answer, idempotent=True)
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        return fast_view(super().as_view(**initkwargs), post=cls.fast_post)
 
     @extend_schema(
         request=ChatRequestSerializer,
@@ -62,23 +89,20 @@ class ChatView(APIView):
     )
     @idempotent
     def post(self, request):
-        return Response(self.run_turn(request))
+        return Response(chat_answer(request.user, self.validated(request))[0])
 
-    def run_turn(self, request) -> dict:
-        # Shared by both paths; each path's post is idempotent on its own response.
+    @staticmethod
+    def validated(request) -> dict:
         data = ChatRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        turn = turns.turn_answer(
-            user=request.user,
-            content=data.validated_data["message"],
-            conversation_id=data.validated_data["conversation_id"],
-        )
-        return turn_body(answered(turn))
+        return data.validated_data
 
 
 class LegacyChatView(ChatView):
     """``POST /api/{user_id}/chat`` for older clients: the same turn; ``tool_calls`` is a
     list of tool names, and ``user_id`` must be the caller."""
+
+    fast_post = FastPost(ChatRequestSerializer, legacy_chat_answer, idempotent=True)
 
     @extend_schema(
         request=ChatRequestSerializer,
@@ -88,11 +112,11 @@ class LegacyChatView(ChatView):
     )
     @idempotent
     def post(self, request, user_id):
+        # Each path's post is idempotent on its own response. The caller is checked
+        # before the body (a foreign user_id is 403 whatever the body).
         if int(user_id) != request.user.pk:
             raise Forbidden("You can only chat as yourself.")
-        body = self.run_turn(request)
-        body["tool_calls"] = [call["name"] for call in body["tool_calls"]]
-        return Response(body)
+        return Response(legacy_chat_answer(request.user, self.validated(request), user_id)[0])
 
 
 @extend_schema_view(list=extend_schema(parameters=[TaskListQuerySerializer]))

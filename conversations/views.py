@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from chat import selectors as chat_selectors
 from chat.serializers import AgentRunSerializer, MessageAcceptedSerializer, run_data
 from chat.services import turns
+from config.api.fast import FastPost
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import TenantScopedViewSet
 
@@ -38,6 +39,18 @@ def _release_connection() -> None:
         connection.close()
 
 
+def message_accept(user, data: dict, pk) -> tuple[dict, int]:
+    """``POST …/messages``'s work and body, for the DRF view and its async fast path:
+    the message stored and its run queued (``turn_enqueue``), 202 with both, or 200 with
+    the turn stored earlier when ``client_message_id`` was sent before."""
+    turn = turns.turn_enqueue(user=user, conversation_id=pk, **data)
+    # No run in a conversation bound to a channel: the message goes to the contact.
+    # Rendered by the serializers' fields built once (message_data, run_data).
+    run = run_data(turn.run) if turn.run is not None else None
+    body = {"message": message_data(turn.message), "run": run}
+    return body, status.HTTP_202_ACCEPTED if turn.created else status.HTTP_200_OK
+
+
 @extend_schema_view(
     list=extend_schema(parameters=[ConversationListQuerySerializer]),
     partial_update=extend_schema(request=ConversationUpdateSerializer, responses=ConversationSerializer),
@@ -53,6 +66,8 @@ class ConversationViewSet(
 
     serializer_class = ConversationSerializer
     lookup_value_regex = r"[0-9]+"
+    # POST …/messages (202) served async on its success path (config/api/fast.py).
+    fast_posts = {"messages": FastPost(MessageCreateSerializer, message_accept, idempotent=True)}
 
     def select(self, *, tenant, user):
         filters = {}
@@ -121,12 +136,8 @@ class ConversationViewSet(
     def _post_message(self, request, pk):
         data = MessageCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        turn = turns.turn_enqueue(user=request.user, conversation_id=pk, **data.validated_data)
-        # No run in a conversation bound to a channel: the message goes to the contact.
-        # Rendered by the serializers' fields built once (message_data, run_data).
-        run = run_data(turn.run) if turn.run is not None else None
-        body = {"message": message_data(turn.message), "run": run}
-        return Response(body, status=status.HTTP_202_ACCEPTED if turn.created else status.HTTP_200_OK)
+        body, status_code = message_accept(request.user, data.validated_data, pk=pk)
+        return Response(body, status=status_code)
 
     @extend_schema(request=None, responses=MessageSerializer)
     @action(detail=True, methods=["post"], url_path=r"messages/(?P<message_id>[0-9]+)/read")

@@ -75,9 +75,11 @@ def _isolated_cache_and_tasks(settings):
 def clear_test_cache() -> None:
     from django.core.cache import cache
 
+    from config.api.auth import validated_tokens
     from config.api.callers import callers
 
     callers.clear()  # the per-process caller cache (user + tenant rows)
+    validated_tokens.clear()  # the fast paths' checked access tokens
 
     if hasattr(cache, "delete_pattern"):
         cache.delete_pattern("*")  # django-redis: only keys under the cache's KEY_PREFIX

@@ -1,5 +1,8 @@
 """JWT authentication for the entry points DRF does not serve (SSE views, WebSocket)."""
 
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -14,6 +17,50 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 from config.core.context import tenant_id_var, user_id_var
 
 from .callers import callers
+
+
+class ValidatedTokens:
+    """Raw access token -> its validated token, kept until the token's own ``exp``, for the
+    async fast paths (``aauthenticate``). A token's validity depends only on its bytes, the
+    signing key and the clock (access tokens are never checked against the blacklist), so
+    the signature and claims checked once hold for the same bytes until ``exp``; what the
+    token names (the user, their tenant, a password change) is still checked on every
+    request against the caller (``check_user``). Saves PyJWT's decode and HMAC on every
+    request of a client that sends the same token (about 0.2-0.3 ms of CPU). Bounded: the
+    oldest entries go first. Thread-safe."""
+
+    def __init__(self, *, clock=None, max_entries: int = 10_000):
+        # Looked up on each call, so a test's frozen clock (freezegun) is the one used.
+        self.clock = clock or (lambda: time.time())
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, tuple[float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, raw_token: bytes):
+        with self._lock:
+            entry = self._entries.get(raw_token)
+            if entry is None:
+                return None
+            if entry[0] <= self.clock():
+                del self._entries[raw_token]
+                return None
+            return entry[1]
+
+    def put(self, raw_token: bytes, validated) -> None:
+        expires = validated.get("exp")
+        if not isinstance(expires, int | float):
+            return
+        with self._lock:
+            self._entries[raw_token] = (float(expires), validated)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+validated_tokens = ValidatedTokens()
 
 
 def _remember(user) -> None:
@@ -92,8 +139,8 @@ class JWTAuthentication(authentication.JWTAuthentication):
         """For async views (``config.api.fast``): the caller of a valid ``Authorization:
         Bearer`` header, or None when there is no header or anything is wrong with it
         (the caller then lets DRF's path answer, with its exact 401). The token is checked
-        in the event loop; the database is reached (one thread hop) only when the caller
-        cache misses."""
+        in the event loop (once per token until its expiry: ``validated_tokens``); the
+        database is reached (one thread hop) only when the caller cache misses."""
         header = self.get_header(request)
         if header is None:
             return None
@@ -101,7 +148,10 @@ class JWTAuthentication(authentication.JWTAuthentication):
             raw_token = self.get_raw_token(header)
             if raw_token is None:
                 return None
-            validated = self.get_validated_token(raw_token)
+            validated = validated_tokens.get(raw_token)
+            if validated is None:
+                validated = self.get_validated_token(raw_token)
+                validated_tokens.put(raw_token, validated)
             user = await self.acaller(validated)
         except (InvalidToken, TokenError, AuthenticationFailed):
             return None

@@ -31,15 +31,21 @@ The wrapper keeps the DRF view's attributes (``cls``, ``initkwargs``, ``actions`
 from __future__ import annotations
 
 import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
 from django.http import HttpResponse
 from rest_framework import permissions
-from rest_framework.exceptions import APIException, Throttled
+from rest_framework.exceptions import APIException, Throttled, ValidationError
 from rest_framework.renderers import JSONRenderer
 
-from . import idempotency, ratelimit
+from . import idempotency, parsers, ratelimit
 from .auth import JWTAuthentication
 from .permissions import HasTenant
 
@@ -48,20 +54,21 @@ _AUTHENTICATION = JWTAuthentication()
 _JSON_TYPES = frozenset({"application/json", "application/*", "*/*"})
 
 
-def fast_view(drf_view, *, get=None, replay: bool = False):
+def fast_view(drf_view, *, get=None, replay: bool = False, post: FastPost | None = None):
     """``drf_view`` (what DRF's ``as_view`` returned) served by an async view: ``get`` is an
     ``async def get(request, user, *args, **kwargs) -> body`` answering a GET's success (its
     ``APIException`` become the error envelope); ``replay`` answers a POST whose
-    ``Idempotency-Key`` already holds the stored response of the same request. Anything
-    else runs ``drf_view``. Without ``get`` and ``replay`` (or when the view's
+    ``Idempotency-Key`` already holds the stored response of the same request; ``post``
+    (a ``FastPost``) serves a POST's success path whole (see ``FastPost``). Anything
+    else runs ``drf_view``. Without ``get``, ``replay`` and ``post`` (or when the view's
     authentication, permissions or throttles are not the defaults this module reproduces)
     ``drf_view`` is returned as it is."""
     view_class, actions = drf_view.cls, getattr(drf_view, "actions", None) or {}
     if get is not None and not _reproducible(view_class, drf_view.initkwargs, actions.get("get")):
         get = None
-    if replay and not _reproducible(view_class, drf_view.initkwargs, actions.get("post")):
-        replay = False
-    if get is None and not replay:
+    if (replay or post is not None) and not _reproducible(view_class, drf_view.initkwargs, actions.get("post")):
+        replay, post = False, None
+    if get is None and not replay and post is None:
         return drf_view
     allow = _allow_header(view_class, actions, drf_view.initkwargs)
 
@@ -70,6 +77,8 @@ def fast_view(drf_view, *, get=None, replay: bool = False):
         if _accepts_plain_json(request):
             if get is not None and request.method == "GET":
                 response = await _serve_get(request, get, allow, args, kwargs)
+            elif post is not None and request.method == "POST":
+                response = await _serve_post(request, post, allow, args, kwargs)
             elif replay and request.method == "POST" and idempotency.HEADER in request.headers:
                 response = await _serve_replay(request, allow)
         if response is None:
@@ -174,6 +183,134 @@ async def _serve_replay(request, allow):
     if response is not None:
         response["Allow"] = allow
     return response
+
+
+@dataclass(frozen=True)
+class FastPost:
+    """A POST served async whole on its success path (``fast_view(post=...)``), with the
+    DRF view's steps in the DRF view's order and the same outcome:
+
+    1. the caller and the rate limit as for a GET (``_caller``: no or a bad token goes to
+       DRF, over the limit is the 429 envelope);
+    2. the body: ``Content-Type: application/json`` (``charset=utf-8`` allowed), parsed by
+       the API's strict loader and validated by ``serializer`` in the event loop (CPU
+       only). A body that does not parse or validate, any other content type, a body over
+       ``DATA_UPLOAD_MAX_MEMORY_SIZE`` or an invalid ``Idempotency-Key`` goes to the DRF
+       view, which answers it as before (its 400/413/415, or 422 when the key was used with
+       another body: DRF claims the key before it reads the body);
+    3. ``idempotent``: a replay from the Redis copy in the event loop; else, in the thread
+       below, the key claimed first, exactly as ``config.api.idempotency.idempotent``
+       (replay, 422 mismatch, 409 in use), the response stored for replay or the key
+       released;
+    4. one thread hop running ``handle(user, validated_data, *args, **kwargs) -> (body,
+       status)`` (sync: the service call, the body from what it returned). What it raises
+       is answered by DRF's exception handler (the error envelope: 404, 409, 503...), as
+       DRF's ``handle_exception`` would; anything the handler does not know propagates to
+       the middleware's 500 envelope. The thread gives its database connection back to the
+       pool when the work is done, not after the response is sent.
+
+    Only for views whose policies ``_reproducible`` accepts (JWT, the tenant throttle,
+    authenticated-tenant permissions, JSON)."""
+
+    serializer: type
+    handle: Callable[..., tuple[object, int]]
+    idempotent: bool = False
+    # One serializer instance per thread, built once: its fields are deep-copied per
+    # instance (~70 us of a request), and validation keeps no state on it (run_validation
+    # returns the data or raises), so the event loop's requests reuse it one at a time.
+    _instances: threading.local = field(default_factory=threading.local, compare=False, repr=False)
+
+    def validated(self, data) -> dict | None:
+        """``serializer``'s validated data for ``data``, or None when it is not valid (the
+        DRF view then answers with its errors)."""
+        instance = getattr(self._instances, "serializer", None)
+        if instance is None:
+            instance = self._instances.serializer = self.serializer()
+        try:
+            return instance.run_validation(data)
+        except (ValidationError, DjangoValidationError):
+            return None
+
+
+def _json_body(request) -> bool:
+    """``application/json``, with no parameter but ``charset=utf-8``: what the strict
+    loader decodes as DRF's parser would (any other type is DRF's negotiation, a 415)."""
+    params = request.content_params
+    return (
+        request.content_type == "application/json"
+        and params.keys() <= {"charset"}
+        and params.get("charset", "utf-8").lower() in ("utf-8", "utf8")
+    )
+
+
+async def _serve_post(request, post: FastPost, allow, args, kwargs):
+    if not _json_body(request):
+        return None
+    key = request.headers.get(idempotency.HEADER) if post.idempotent else None
+    if key is not None and not idempotency.key_is_valid(key):
+        return None  # DRF's 400 invalid_idempotency_key
+    user, usage = await _caller(request)
+    if user is None:
+        return None
+    if usage is None:
+        return error_response(Throttled(wait=request.rate_limit_usage.retry_after), allow)
+    try:
+        data = parsers.loads(request.body)
+    except (parsers.InvalidJSON, RequestDataTooBig):
+        return None
+    fingerprint = idempotency.fingerprint(request) if key is not None else None
+    if key is not None and isinstance(request, ASGIRequest):
+        replayed = await idempotency.acopied_replay(
+            user=user, key=key, fingerprint=fingerprint, redis=ratelimit.async_redis("default")
+        )
+        if replayed is not None:
+            replayed["Allow"] = allow
+            return replayed
+    validated = post.validated(data)
+    if validated is None:
+        return None
+
+    def respond() -> HttpResponse:
+        try:
+            body, status = post.handle(user, validated, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - rendered as DRF would, or re-raised
+            drf_response = ratelimit.exception_handler(exc, {})
+            if drf_response is None:
+                raise
+            return json_response(drf_response.data, drf_response.status_code, allow, headers=dict(drf_response.items()))
+        return json_response(body, status, allow)
+
+    def work() -> HttpResponse:
+        try:
+            if key is None:
+                return respond()
+            response = idempotency.serve(user=user, key=key, fingerprint=fingerprint, request=request, respond=respond)
+            response["Allow"] = allow  # a replay, 422 or 409 from the claim: DRF's finalize_response sets it
+            return response
+        finally:
+            release_connection()
+
+    return await in_thread(request, work)
+
+
+def release_connection() -> None:
+    """Gives this thread's database connection back to the pool now that the request's
+    work is done, instead of when Django's ``request_finished`` closes it (after the
+    response is sent: under load that wait held the pool's connections while other
+    requests queued for one; docs/benchmarks.md, branch "accept"). A later query in this
+    thread takes a connection again. Inside an atomic block (a test's transaction)
+    nothing is released."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+async def in_thread(request, function):
+    """``function()`` (sync, the database) in a thread: under ASGI the request's own
+    thread (Django's handler already started it for ``request_started``, and
+    ``request_finished`` closes its connection), so no thread is started for it; the
+    WSGI test client runs async views in an event loop of their own, in the test's
+    thread, whose connection holds the test's transaction: the same call runs there."""
+    return await sync_to_async(function, thread_sensitive=True)()
 
 
 def json_response(body, status: int, allow: str, headers=None) -> HttpResponse:

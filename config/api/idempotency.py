@@ -159,16 +159,48 @@ def stored_replay(*, user, key: str, fingerprint: str) -> HttpResponse | None:
 async def astored_replay(*, user, key: str, fingerprint: str, redis) -> HttpResponse | None:
     """``stored_replay`` for async views: the Redis copy read with ``redis`` (a
     redis.asyncio client of the cache's server) in the event loop, the row in a thread."""
-    cache = _copy_cache()
-    if cache is not None:
-        try:
-            raw = await redis.get(cache.make_key(_copy_key(user.tenant_id, user.pk, key)))
-            copy = cache.client.decode(raw) if raw is not None else None
-        except Exception:  # noqa: BLE001 - the row is the truth; the copy only saves a query
-            copy = None
-        if copy is not None:
-            return _replay_copy(copy, fingerprint)
+    copy = await _acopy(user=user, key=key, redis=redis)
+    if copy is not None:
+        return _replay_copy(copy, fingerprint)
     return await sync_to_async(stored_replay_from_row)(user=user, key=key, fingerprint=fingerprint)
+
+
+async def acopied_replay(*, user, key: str, fingerprint: str, redis) -> HttpResponse | None:
+    """The replay from the Redis copy alone (read in the event loop), or None: no copy
+    (first use, in flight, evicted, not on django-redis) or another request. For a caller
+    that claims the key next anyway (``serve``), whose row decides everything else."""
+    copy = await _acopy(user=user, key=key, redis=redis)
+    return _replay_copy(copy, fingerprint) if copy is not None else None
+
+
+async def _acopy(*, user, key: str, redis) -> dict | None:
+    cache = _copy_cache()
+    if cache is None:
+        return None
+    try:
+        raw = await redis.get(cache.make_key(_copy_key(user.tenant_id, user.pk, key)))
+        return cache.client.decode(raw) if raw is not None else None
+    except Exception:  # noqa: BLE001 - the row is the truth; the copy only saves a query
+        return None
+
+
+def serve(*, user, key: str, fingerprint: str, request, respond) -> HttpResponse:
+    """What ``idempotent`` does around a handler, for a caller that renders its own
+    response (``config.api.fast``'s POSTs): the key claimed first (a replay, 422 mismatch
+    or 409 in use answer instead), then ``respond()`` (sync; it renders the errors it
+    handles and raises the others), then a 2xx stored for replay, anything else (or an
+    exception) releasing the key. ``request`` gives the method and path of the row.
+    Sync: the database."""
+    claim = _claim(user=user, key=key, fingerprint=fingerprint, request=request)
+    if not isinstance(claim, IdempotencyKey):
+        return claim  # a replay, a mismatch or a conflict
+    try:
+        response = respond()
+    except Exception:
+        _release(claim)
+        raise
+    _complete(claim, response)
+    return response
 
 
 def stored_replay_from_row(*, user, key: str, fingerprint: str) -> HttpResponse | None:

@@ -220,15 +220,23 @@ async def atenant_usage_loaded(*, user, increment: bool = True) -> Usage:
     return _interpret(raw, rate=rate, scope="tenant", increment=increment)
 
 
+# ``_redis_count``'s SET NX EX + INCRBY as one script: atomic as the MULTI/EXEC, one command
+# and one reply for redis-py to build and parse instead of four (~50 us of CPU a request on
+# the event loop). Sent as EVALSHA; redis-py loads it again after a NOSCRIPT (a restarted
+# or flushed server).
+_COUNT_SCRIPT = "redis.call('SET', KEYS[1], 0, 'EX', ARGV[2], 'NX') return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
 async def _aredis_count(cache, *, group: str, value: str, rate: str, increment: bool) -> dict:
-    """``_redis_count`` on redis.asyncio."""
+    """``_redis_count`` on redis.asyncio: the same key, expiry and count, in one EVALSHA."""
     limit, period = _split_rate(rate)
     window = _get_window(value, period)
     key = cache.make_key(_make_cache_key(group, window, rate, value, ALL))
-    async with async_redis().pipeline(transaction=True) as pipe:
-        pipe.set(key, 0, ex=period + EXPIRATION_FUDGE, nx=True)
-        pipe.incrby(key, 1 if increment else 0)
-        count = int((await pipe.execute())[1])
+    client = async_redis()
+    script = getattr(client, "_rate_limit_count", None)
+    if script is None:
+        script = client._rate_limit_count = client.register_script(_COUNT_SCRIPT)
+    count = int(await script(keys=[key], args=[1 if increment else 0, period + EXPIRATION_FUDGE]))
     return {"count": count, "limit": limit, "should_limit": count > limit, "time_left": window - int(time.time())}
 
 

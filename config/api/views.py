@@ -19,17 +19,21 @@ class TenantScopedViewSet(viewsets.GenericViewSet):
     permission_classes = [permissions.IsAuthenticated, HasTenant]
     # The keyset the cursor paginator orders by; actions may override it.
     cursor_ordering: tuple[str, ...] | None = None
+    # POST actions served async on their success path: action name -> config.api.fast.FastPost.
+    fast_posts: dict = {}
 
     @classmethod
     def as_view(cls, actions=None, **initkwargs):
         """DRF's view, served async on its hot paths (``config.api.fast``): the list when
-        the viewset has an ``async def fast_list(request, user)``, and replays of an
-        ``@idempotent`` create."""
+        the viewset has an ``async def fast_list(request, user)``, a POST action named in
+        ``fast_posts`` (action name -> ``FastPost``), and replays of an ``@idempotent``
+        create."""
         view = super().as_view(actions, **initkwargs)
         actions = actions or {}
         fast_list = getattr(cls, "fast_list", None) if actions.get("get") == "list" else None
         post = getattr(cls, actions["post"], None) if "post" in actions else None
-        return fast_view(view, get=fast_list, replay=getattr(post, "idempotent", False))
+        fast_post = cls.fast_posts.get(actions["post"]) if "post" in actions else None
+        return fast_view(view, get=fast_list, replay=getattr(post, "idempotent", False), post=fast_post)
 
     def select(self, *, tenant, user):  # pragma: no cover - abstract
         raise NotImplementedError
