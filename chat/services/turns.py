@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config import statements
 from config.core.errors import Conflict
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
@@ -105,26 +106,20 @@ def turn_begin(
             transaction.on_commit(lambda: stored and on_committed(stored[0]), robust=True)
         if conversation is None:
             conversation = conversation_services.conversation_create(user=user, title=_title_from(content))
-        message, created = conversation_services.message_send(
-            conversation=conversation,
-            user=user,
-            content=content,
-            attachments=attachments,
-            client_message_id=client_message_id,
-        )
-        run = None if created else message.triggered_runs.order_by("-id").first()
-        claimed = False
-        if run is None and not bound:
-            held = {}
-            if claim:
-                held = {
-                    "status": AgentRun.Status.RUNNING,
-                    "claimed_by": runs.request_claim(),
-                    "started_at": timezone.now(),
-                    "attempts": 1,
-                }
-                claimed = True
-            run = AgentRun.objects.create(
+        runs_stored: list[AgentRun] = []
+        held = {}
+        if claim:
+            held = {
+                "status": AgentRun.Status.RUNNING,
+                "claimed_by": runs.request_claim(),
+                "started_at": timezone.now(),
+                "attempts": 1,
+            }
+
+        def run_for(message: Message, writes: statements.Writes | None) -> None:
+            # The queued (or claimed) run answering the new message: on PostgreSQL one
+            # statement with the seq bump, the message and its audit record.
+            run = AgentRun(
                 tenant_id=user.tenant_id,
                 conversation=conversation,
                 user=user,
@@ -133,6 +128,33 @@ def turn_begin(
                 model=provider.model,
                 **held,
             )
+            runs_stored.append(run)
+            if writes is None:
+                run.save(force_insert=True)
+                return
+            step = writes.insert(run)
+
+            def inserted() -> None:
+                run.pk = step.row[0]
+                run._state.adding, run._state.db = False, message._state.db
+                run.trigger_message = message  # the id, and the cached row (no query later)
+
+            writes.on_done(inserted)
+
+        message, created = conversation_services.message_send(
+            conversation=conversation,
+            user=user,
+            content=content,
+            attachments=attachments,
+            client_message_id=client_message_id,
+            also=None if bound else run_for,
+        )
+        run = None
+        claimed = False
+        if not created:
+            run = message.triggered_runs.order_by("-id").first()
+        elif runs_stored:
+            run, claimed = runs_stored[0], claim
         stored.append(
             Turn(
                 conversation=conversation,
