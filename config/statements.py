@@ -23,11 +23,32 @@ and the message, ``audits`` its record, ``chat`` the run): this module knows no 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 
 
 def supported() -> bool:
     return connection.vendor == "postgresql"
+
+
+_COLUMNS: dict[tuple[str, type], list[tuple]] = {}
+
+
+def _columns(model: type[models.Model]) -> list[tuple]:
+    """``(field, quoted column, cast type, value placeholder)`` of each concrete field of
+    ``model``, worked out once per model (a field's ``db_type`` is not cheap, and an insert
+    needs it for every column). An untyped literal in a SELECT list is text: every value is
+    cast to its column's type, except into a text column (a cast to varchar(n) would
+    truncate where the INSERT fails)."""
+    key = (connection.vendor, model)
+    found = _COLUMNS.get(key)
+    if found is None:
+        found = []
+        for f in model._meta.local_concrete_fields:
+            text = (f.db_type(connection) or "").startswith(("varchar", "text"))
+            cast = "text" if text else f.cast_db_type(connection)
+            found.append((f, connection.ops.quote_name(f.column), cast, "%s" if text else f"CAST(%s AS {cast})"))
+        _COLUMNS[key] = found
+    return found
 
 
 class NothingWritten(Exception):
@@ -96,17 +117,15 @@ class Writes:
         ``Expr`` set on a field, which is that SQL. Once per row of the first step
         (one), and of every step referred to; as the first step, once."""
         meta = instance._meta
-        qn = connection.ops.quote_name
+        db = connections[DEFAULT_DB_ALIAS]  # not the proxy: looked up once, not per value
+        qn = db.ops.quote_name
         sources = {self.steps[0].name: None} if self.steps else {}
         columns, values, params = [], [], []
-        for f in meta.local_concrete_fields:
+        for f, column, cast, placeholder in _columns(type(instance)):
             raw = getattr(instance, f.attname)
             if f.primary_key and raw is None:
                 continue  # the database's sequence
-            columns.append(qn(f.column))
-            # A text column takes text (a cast to varchar(n) would truncate, the INSERT fails).
-            text = (f.db_type(connection) or "").startswith(("varchar", "text"))
-            cast = "text" if text else f.cast_db_type(connection)
+            columns.append(column)
             if isinstance(raw, Ref):
                 sources[raw.step.name] = None
                 values.append(f"CAST({raw.sql} AS {cast})")
@@ -115,10 +134,8 @@ class Writes:
                 values.append(f"CAST(({raw.sql}) AS {cast})")
                 params.extend(raw.params)
             else:
-                # An untyped literal in a SELECT list is text: cast it to the column's type.
-                value = f.get_db_prep_save(f.pre_save(instance, True), connection=connection)
-                values.append("%s" if text else f"CAST(%s AS {cast})")
-                params.append(value)
+                values.append(placeholder)
+                params.append(f.get_db_prep_save(f.pre_save(instance, True), connection=db))
         returned = tuple(returning)
         sql = f"INSERT INTO {qn(meta.db_table)} ({', '.join(columns)}) SELECT {', '.join(values)}"
         if sources:
