@@ -51,6 +51,19 @@ def _columns(model: type[models.Model]) -> list[tuple]:
     return found
 
 
+def _transaction_not_started(db) -> bool:
+    """In an ``atomic`` block whose transaction the server has not seen yet: psycopg sends
+    ``BEGIN`` with the first statement, so until then the session is idle."""
+    from psycopg.pq import TransactionStatus
+
+    return (
+        db.in_atomic_block
+        and db.connection is not None
+        and not db.connection.autocommit
+        and db.connection.info.transaction_status == TransactionStatus.IDLE
+    )
+
+
 class NothingWritten(Exception):
     """The first step of a ``Writes`` touched no row, so nothing was written."""
 
@@ -178,14 +191,44 @@ class Writes:
         exists would run at once outside a transaction)."""
         self.done.append(func)
 
-    def execute(self) -> None:
+    def execute(self, *, own_transaction: bool = False) -> None:
         """Runs every step in one statement, fills each step's ``row`` (None for a step
         that touched no row), then runs the ``on_done`` callbacks. Raises ``NothingWritten``
         when the first step touched no row (every insert reads from it: nothing was
         written); the database's errors (``IntegrityError``...) as they come, with nothing
         written. A later step that touched no row (a conditional ``UPDATE`` that found its
-        row moved on) is the caller's to check (``row is None``), and to roll back."""
-        qn = connection.ops.quote_name
+        row moved on) is the caller's to check (``row is None``), and to roll back.
+
+        ``own_transaction``: the caller promises that this statement is the only write of
+        its transaction (the outermost ``atomic`` block, which writes nothing after it).
+        When that transaction has not started on the server yet (nothing was sent since
+        the block opened), the statement runs as a transaction of its own: no ``BEGIN``
+        and no ``COMMIT`` round trip, the same one commit. The block's on-commit hooks
+        still run when it exits, in the order registered (its ``COMMIT`` has nothing left
+        to do). Otherwise (a statement was sent already) it runs in the transaction."""
+        db = connections[DEFAULT_DB_ALIAS]
+        alone = own_transaction and _transaction_not_started(db)
+        if alone:
+            db.connection.autocommit = True
+        try:
+            row = self._run(db)
+        finally:
+            if alone:
+                db.connection.autocommit = False
+        at = 0
+        for step in self.steps:
+            if not step.returning:
+                continue
+            values = tuple(row[at : at + len(step.returning)])
+            step.row = None if all(value is None for value in values) else values
+            at += len(step.returning)
+        if self.steps[0].returning and self.steps[0].row is None:
+            raise NothingWritten(f"step {self.steps[0].name} touched no row")
+        for func in self.done:
+            func()
+
+    def _run(self, db) -> tuple:
+        qn = db.ops.quote_name
         ctes = ", ".join(f"{step.name} AS ({step.sql})" for step in self.steps)
         # Always one row: each step's columns, NULL for a step with no row (every step
         # writes at most one row: each reads FROM the first). A step that returns nothing
@@ -194,17 +237,9 @@ class Writes:
         columns = ", ".join(f"{step.name}.{qn(c)}" for step in read for c in step.returning)
         joins = " ".join(f"LEFT JOIN {step.name} ON true" for step in read)
         params = [p for step in self.steps for p in step.params]
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             cursor.execute(f"WITH {ctes} SELECT {columns} FROM (VALUES (1)) AS one (x) {joins}", params)
             rows = cursor.fetchall()
         if len(rows) != 1:
             raise ValueError(f"single-row steps returned {len(rows)} rows")
-        at = 0
-        for step in read:
-            values = tuple(rows[0][at : at + len(step.returning)])
-            step.row = None if all(value is None for value in values) else values
-            at += len(step.returning)
-        if self.steps[0].returning and self.steps[0].row is None:
-            raise NothingWritten(f"step {self.steps[0].name} touched no row")
-        for func in self.done:
-            func()
+        return rows[0]

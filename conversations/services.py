@@ -279,6 +279,7 @@ def message_create(
     publisher: Publisher | None = None,
     route: bool = True,
     also: Callable[[Message, statements.Writes | None], None] | None = None,
+    own_transaction: bool = False,
 ) -> Message:
     """Stores a message with the next ``seq`` of its conversation.
 
@@ -298,6 +299,10 @@ def message_create(
     seq bump and the message in one statement (``config.statements``): the message's
     ``pk`` and ``seq`` are ``Ref``s then, filled in before this returns. Elsewhere
     ``writes`` is None and the message is stored already: write at once.
+
+    ``own_transaction``: the caller's transaction writes nothing else, before or after
+    (``statements.Writes.execute``): the one statement may then commit on its own. Not
+    when the message is routed (its routing writes follow in the transaction).
     """
     plan = routing.route_plan(conversation=conversation, role=role) if route and status is None else None
     if status is None:
@@ -326,7 +331,9 @@ def message_create(
             (publisher or Publisher(conversation.pk)).emit(event, message_data(message), seq=message.seq)
 
         if statements.supported():
-            _message_insert_with(message, now=now, stored=stored, also=also)
+            _message_insert_with(
+                message, now=now, stored=stored, also=also, own_transaction=own_transaction and plan is None
+            )
         else:
             message.seq = _next_seq(conversation_id=conversation.pk, now=now)
             message.save(force_insert=True)
@@ -339,7 +346,9 @@ def message_create(
     return message
 
 
-def _message_insert_with(message: Message, *, now, stored: Callable[[], None], also) -> None:
+def _message_insert_with(
+    message: Message, *, now, stored: Callable[[], None], also, own_transaction: bool = False
+) -> None:
     """The seq bump, ``message`` and the caller's ``also`` writes in one statement: the
     ``UPDATE ... RETURNING last_seq`` of ``_next_seq`` is its first step, the message reads
     its seq from it; ``stored()`` once the message has its id and seq, before the other
@@ -366,7 +375,7 @@ def _message_insert_with(message: Message, *, now, stored: Callable[[], None], a
     if also is not None:
         also(message, writes)
     try:
-        writes.execute()
+        writes.execute(own_transaction=own_transaction)
     except statements.NothingWritten:
         raise Conversation.DoesNotExist(f"conversation {message.conversation_id} does not exist") from None
 
@@ -396,12 +405,14 @@ def message_send(
     attachments: list | None = None,
     client_message_id=None,
     also: Callable[[Message, statements.Writes | None], None] | None = None,
+    own_transaction: bool = False,
 ) -> tuple[Message, bool]:
     """A user's message into a conversation. Returns (message, created); resending the same
     ``client_message_id`` returns the stored message instead of a second one. ``also``: the
     caller's writes that go with a new message, as in ``message_create`` (with its audit
     record: on PostgreSQL the seq bump, the message, its record and those writes are one
-    statement)."""
+    statement). ``own_transaction``: as in ``message_create`` (not with a
+    ``client_message_id``: its duplicate is recovered from under a savepoint)."""
     check_content(content)
     if client_message_id:
         existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
@@ -434,6 +445,7 @@ def message_send(
                 attachments=attachments,
                 client_message_id=client_message_id,
                 also=recorded,
+                own_transaction=own_transaction and not client_message_id,
             )
     except IntegrityError:
         if not client_message_id:

@@ -4,6 +4,7 @@
 ``turn_answer`` then runs the agent in the caller's request; ``turn_enqueue`` hands the run
 to a worker instead. Executing a run is ``runs.run_execute``'s job, whoever calls it."""
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +63,8 @@ def turn_begin(
     unanswered_ok: bool = False,
     claim: bool = False,
     on_committed: Callable[[Turn], None] | None = None,
+    after_commit: Callable[[Turn], None] | None = None,
+    own_transaction: bool | None = None,
 ) -> Turn:
     """Stores the user's message and a queued run for it, and commits, before any agent
     work: whatever happens to the agent, the message is kept. No ``conversation_id``
@@ -81,7 +84,14 @@ def turn_begin(
 
     ``on_committed(turn)`` is called right after the commit, before any other after-commit
     work (the audit seal request, the ``message.created`` publish): the SSE stream sends its
-    first event then, while those finish in this thread. It must not raise."""
+    first event then, while those finish in this thread. It must not raise.
+    ``after_commit(turn)`` is called after every other after-commit work of the turn
+    (``turn_enqueue`` hands the run to a worker then).
+
+    ``own_transaction``: this call's transaction is the caller's whole transaction (None:
+    when no transaction is open yet). In a conversation that exists, the message, its
+    audit record and its run are then one statement committing on its own, with no
+    ``BEGIN``/``COMMIT`` round trips (``config.statements``)."""
     conversation_services.check_content(content)
     provider = get_provider()
     conversation = None
@@ -99,6 +109,8 @@ def turn_begin(
         )
     # No savepoint when nested (turn_enqueue): nothing expected fails inside.
     new_conversation = conversation is None
+    if own_transaction is None:
+        own_transaction = not transaction.get_connection().in_atomic_block
     stored: list[Turn] = []
     with transaction.atomic(savepoint=False):
         if on_committed is not None:
@@ -148,6 +160,8 @@ def turn_begin(
             attachments=attachments,
             client_message_id=client_message_id,
             also=None if bound else run_for,
+            # A new conversation was written first: the statement runs in the transaction.
+            own_transaction=own_transaction,
         )
         run = None
         claimed = False
@@ -165,6 +179,8 @@ def turn_begin(
                 claimed=claimed,
             )
         )
+        if after_commit is not None:
+            transaction.on_commit(lambda: after_commit(stored[0]))
     return stored[0]
 
 
@@ -188,19 +204,28 @@ def turn_enqueue(
     """Stores the user's message and a queued run, and hands the run to a worker once the
     transaction has committed. The caller answers at once (202), also when the broker is
     down: the stored run is the outbox (see ``runs.run_enqueue``)."""
-    with transaction.atomic():
-        turn = turn_begin(
-            user=user,
-            content=content,
-            conversation_id=conversation_id,
-            attachments=attachments,
-            client_message_id=client_message_id,
-            unanswered_ok=True,
-        )
+
+    def enqueue(turn: Turn) -> None:
         if turn.created and turn.run is not None:
-            run_id = turn.run.pk
-            transaction.on_commit(lambda: runs.run_enqueue(run_id=run_id))
-    return turn
+            runs.run_enqueue(run_id=turn.run.pk)
+
+    begin = functools.partial(
+        turn_begin,
+        user=user,
+        content=content,
+        conversation_id=conversation_id,
+        attachments=attachments,
+        client_message_id=client_message_id,
+        unanswered_ok=True,
+        after_commit=enqueue,
+    )
+    if transaction.get_connection().in_atomic_block:
+        # Inside the caller's transaction: a savepoint, so a refused turn (a bad
+        # attachment...) leaves the caller's transaction usable.
+        with transaction.atomic():
+            return begin(own_transaction=False)
+    # turn_begin's transaction is the whole of it (nothing is written here but its).
+    return begin()
 
 
 def turn_reply_to(*, message: Message, user) -> AgentRun:

@@ -20,7 +20,8 @@ def test_sync_chat_turn_with_one_tool_call(auth_api, user, django_assert_num_que
     # The caller; the conversation, its participant and audit record (one statement); the
     # seq bump, message, audit record and run (one); the tool's savepoint, task, record and
     # release; the reply's seq bump, reply, run settled and record (one). (Was 18.)
-    with django_assert_num_queries(10):
+    # SQLite (the embedded default) writes each row with its own statement: 18.
+    with django_assert_num_queries(10 if connection.vendor == "postgresql" else 18):
         response = auth_api.post("/api/v1/chat", {"message": "add a task to buy milk"}, format="json")
 
     assert response.status_code == 200, response.content
@@ -34,8 +35,8 @@ def test_message_post_202(auth_api, user, django_assert_num_queries):
 
     # On-commit work (the enqueue) never runs inside the test's transaction: this is the request.
     # The caller, the savepoint, the conversation (scope check), the seq bump + message +
-    # audit record + run in one statement, the release. (Was 8.)
-    with django_assert_num_queries(5):
+    # audit record + run in one statement, the release. (Was 8; SQLite still 8.)
+    with django_assert_num_queries(5 if connection.vendor == "postgresql" else 8):
         response = auth_api.post(
             f"/api/v1/conversations/{conversation.pk}/messages", {"content": "hello"}, format="json"
         )
@@ -97,7 +98,7 @@ def test_sync_chat_turn_as_served_takes_no_savepoint(auth_api, user):
     # COMMIT; the history is the one message (not read back); BEGIN, the tool's task, the
     # seq bump with the reply, the run settled with it and its record (one statement),
     # COMMIT. (Was 14: each of those writes a statement of its own.)
-    assert len(ours) == 9, "\n".join(ours)
+    assert len(ours) == (9 if connection.vendor == "postgresql" else 14), "\n".join(ours)
     assert sum(sql.startswith("BEGIN") or sql == "COMMIT" for sql in ours) == 4
     assert Task.objects.filter(owner=user, title="buy milk").count() == 1
 
@@ -120,7 +121,7 @@ def test_message_post_202_as_served_takes_no_savepoint(auth_api, user):
     ours = statements_not_of_audits(request_part)
     # The caller; BEGIN, the conversation (scope check), the seq bump with the message, its
     # audit record and the run (one statement), COMMIT. (Was 7.)
-    assert len(ours) == 5, "\n".join(ours)
+    assert len(ours) == (5 if connection.vendor == "postgresql" else 7), "\n".join(ours)
     assert AgentRun.objects.filter(conversation=conversation).count() == 1
 
 

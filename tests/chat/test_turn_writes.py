@@ -228,3 +228,77 @@ def test_writes_report_a_first_step_that_touched_nothing_and_write_nothing(user)
         writes.execute()
 
     assert done == [] and not Message.objects.exists()
+
+
+class ServerTransactions:
+    """Per statement: its first words, and whether it ran as a transaction of its own (the
+    psycopg session in autocommit: no BEGIN sent before it, no COMMIT after)."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, bool]] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.seen.append((sql, context["connection"].connection.autocommit))
+        return execute(sql, params, many, context)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement: PostgreSQL's WITH")
+def test_a_turn_in_an_existing_conversation_is_one_statement_and_one_transaction(real_stack, settings):
+    owner = UserFactory()
+    conversation = ConversationFactory(owner=owner)
+    order: list[str] = []
+    watcher = ServerTransactions()
+
+    with connection.execute_wrapper(watcher):
+        turn = turns.turn_begin(
+            user=owner,
+            content="hello",
+            conversation_id=conversation.pk,
+            on_committed=lambda t: order.append("on_committed"),
+            after_commit=lambda t: order.append("after_commit"),
+        )
+
+    # The scope read and the write, each on its own (no BEGIN, no COMMIT round trip); then
+    # the turn's after-commit work (the audit seal, in-process with eager Celery).
+    (read, read_alone), (write, write_alone), *after = watcher.seen
+    assert read.startswith("SELECT DISTINCT") and write.startswith("WITH s0 AS (UPDATE")
+    assert read_alone and write_alone
+    assert all("audits_" in sql or "SAVEPOINT" in sql for sql, _ in after), [sql[:60] for sql, _ in after]
+    assert order == ["on_committed", "after_commit"]
+    assert connection.in_atomic_block is False and connection.connection.autocommit is True
+    stored = Message.objects.get(pk=turn.message.pk)
+    assert stored.seq == 1 and AgentRun.objects.get(pk=turn.run.pk).trigger_message_id == stored.pk
+    assert AuditRecord.objects.filter(action="message.sent", resource_id=str(stored.pk)).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_turn_after_another_write_in_the_transaction_stays_in_it(real_stack):
+    """Nothing commits early: once the transaction has written (here a new conversation),
+    the message's statement runs inside it, and a failure after it rolls all of it back."""
+    owner = UserFactory()
+    conversation = ConversationFactory(owner=owner)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(title="renamed")
+        message_send(conversation=conversation, user=owner, content="doomed", own_transaction=True)
+        raise RuntimeError("abort")
+
+    assert not Message.objects.exists()
+    assert not AuditRecord.objects.filter(action="message.sent").exists()
+    conversation.refresh_from_db()
+    assert (conversation.title, conversation.last_seq) != ("renamed", 1)
+    assert conversation.last_seq == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_202_path_queues_its_run_after_the_statement_committed(real_stack, settings):
+    owner = UserFactory()
+    conversation = ConversationFactory(owner=owner)
+
+    turn = turns.turn_enqueue(user=owner, conversation_id=conversation.pk, content="add a task to buy milk")
+
+    # Celery is eager here: the run was handed over after the commit and answered.
+    run = AgentRun.objects.get(pk=turn.run.pk)
+    assert run.status == "completed"
+    assert Message.objects.get(pk=run.reply_message_id).seq == 2
