@@ -40,10 +40,18 @@ def conversation_create(
     channel: str = Conversation.Channel.API,
     metadata: dict | None = None,
     participant_ids: Iterable[int] = (),
+    first: Callable[[Conversation, statements.Writes | None], None] | None = None,
+    own_transaction: bool = False,
 ) -> Conversation:
     """A conversation owned by ``user``, who always takes part in it. Every id in
     ``participant_ids`` must be a user of the owner's tenant, else ``validation_error``
-    and nothing is created."""
+    and nothing is created.
+
+    ``first(conversation, writes)``: the conversation's first message, written with it. On
+    PostgreSQL the conversation (its ``pk`` a ``Ref`` until then), its participants, its
+    record and what ``first`` adds to ``writes`` (``message_send(..., writes=writes)``)
+    are one statement; elsewhere ``writes`` is None and the conversation is stored
+    already. ``own_transaction``: as in ``message_create``."""
     wanted = set(participant_ids) - {user.pk}
     others = list(User.objects.filter(tenant_id=user.tenant_id, pk__in=wanted)) if wanted else []
     if len(others) != len(wanted):
@@ -61,12 +69,16 @@ def conversation_create(
     participants = [user.pk, *(other.pk for other in others)]
     if statements.supported():
         # One statement: the conversation, its participants and its audit record.
-        _conversation_insert_with(conversation, participants=participants, user=user)
+        _conversation_insert_with(
+            conversation, participants=participants, user=user, first=first, own_transaction=own_transaction
+        )
         return conversation
     with transaction.atomic(savepoint=False):
         conversation.save(force_insert=True)
         conversation.participants.add(*participants)
         _conversation_created_record(conversation, user=user)
+        if first is not None:
+            first(conversation, None)
     return conversation
 
 
@@ -82,19 +94,23 @@ def _conversation_created_record(conversation: Conversation, *, user, writes=Non
     )
 
 
-def _conversation_insert_with(conversation: Conversation, *, participants: list[int], user) -> None:
-    """``conversation``, its ``participants`` (user ids) and its ``conversation.created``
-    record in one statement (``config.statements``); the conversation's id is filled
-    in. Atomic on its own: outside a transaction too."""
+def _conversation_insert_with(
+    conversation: Conversation, *, participants: list[int], user, first=None, own_transaction: bool = False
+) -> None:
+    """``conversation``, its ``participants`` (user ids), its ``conversation.created``
+    record and what ``first`` adds (its first message: ``last_seq`` starts at 1) in one
+    statement (``config.statements``); the conversation's id is filled in."""
     qn = connection.ops.quote_name
     writes = statements.Writes()
+    if first is not None:
+        conversation.last_seq = 1
     row = writes.insert(conversation)
     through = Conversation.participants.through._meta
     writes.add(
         f"INSERT INTO {qn(through.db_table)} ({qn('conversation_id')}, {qn('user_id')})"
         f" SELECT {row.name}.{qn('id')}, u FROM {row.name}, unnest(CAST(%s AS bigint[])) AS u"
         " ON CONFLICT DO NOTHING",
-        [participants],
+        ["{" + ",".join(str(int(pk)) for pk in participants) + "}"],  # an array literal: ids of any size
         (),
     )
     conversation.pk = row.ref("id")
@@ -105,7 +121,9 @@ def _conversation_insert_with(conversation: Conversation, *, participants: list[
 
     writes.on_done(inserted)
     _conversation_created_record(conversation, user=user, writes=writes)
-    writes.execute()
+    if first is not None:
+        first(conversation, writes)
+    writes.execute(own_transaction=own_transaction)
 
 
 def check_can_manage(*, conversation: Conversation, user, as_staff: bool = False) -> None:
@@ -280,6 +298,7 @@ def message_create(
     route: bool = True,
     also: Callable[[Message, statements.Writes | None], None] | None = None,
     own_transaction: bool = False,
+    writes: statements.Writes | None = None,
 ) -> Message:
     """Stores a message with the next ``seq`` of its conversation.
 
@@ -303,6 +322,10 @@ def message_create(
     ``own_transaction``: the caller's transaction writes nothing else, before or after
     (``statements.Writes.execute``): the one statement may then commit on its own. Not
     when the message is routed (its routing writes follow in the transaction).
+
+    ``writes``: the statement that creates ``conversation`` (``conversation_create`` with
+    ``first``): the message is its first (seq 1), added to it, stored when the caller
+    executes it (its ``pk`` and ``seq`` are filled in then).
     """
     plan = routing.route_plan(conversation=conversation, role=role) if route and status is None else None
     if status is None:
@@ -330,7 +353,11 @@ def message_create(
             # First of the after-commit work of what goes with it (its audit seal request).
             (publisher or Publisher(conversation.pk)).emit(event, message_data(message), seq=message.seq)
 
-        if statements.supported():
+        if writes is not None:
+            if plan:
+                raise ValueError("a new conversation's first message is not routed")
+            _message_insert_first(message, writes=writes, stored=stored, also=also)
+        elif statements.supported():
             _message_insert_with(
                 message, now=now, stored=stored, also=also, own_transaction=own_transaction and plan is None
             )
@@ -344,6 +371,24 @@ def message_create(
             # After the emit: on commit, listeners hear of the message before its statuses.
             plan(message)
     return message
+
+
+def _message_insert_first(message: Message, *, writes: statements.Writes, stored: Callable[[], None], also) -> None:
+    """``message`` as the first of a conversation ``writes`` inserts (``last_seq`` 1), and
+    the caller's ``also`` writes, as steps of ``writes``."""
+    message.seq = 1
+    row = writes.insert(message)
+    message.pk = row.ref("id")
+
+    def inserted() -> None:
+        message.pk = message.pk.value
+        message.conversation = message.conversation  # its id, filled in first (and the cached row)
+        message._state.adding, message._state.db = False, connection.alias
+        stored()
+
+    writes.on_done(inserted)
+    if also is not None:
+        also(message, writes)
 
 
 def _message_insert_with(
@@ -406,15 +451,18 @@ def message_send(
     client_message_id=None,
     also: Callable[[Message, statements.Writes | None], None] | None = None,
     own_transaction: bool = False,
+    writes: statements.Writes | None = None,
 ) -> tuple[Message, bool]:
     """A user's message into a conversation. Returns (message, created); resending the same
     ``client_message_id`` returns the stored message instead of a second one. ``also``: the
     caller's writes that go with a new message, as in ``message_create`` (with its audit
     record: on PostgreSQL the seq bump, the message, its record and those writes are one
     statement). ``own_transaction``: as in ``message_create`` (not with a
-    ``client_message_id``: its duplicate is recovered from under a savepoint)."""
+    ``client_message_id``: its duplicate is recovered from under a savepoint). ``writes``:
+    the first message of a conversation that statement creates (``conversation_create``
+    with ``first``), stored when it runs; nothing to recover from then."""
     check_content(content)
-    if client_message_id:
+    if client_message_id and writes is None:
         existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
         if existing:
             return existing, False
@@ -422,7 +470,7 @@ def message_send(
     attachments = attachments_resolve(tenant_id=conversation.tenant_id, file_ids=attachments or [])
     try:
         # A savepoint only when a duplicate client_message_id is recovered from below.
-        with transaction.atomic(savepoint=bool(client_message_id)):
+        with transaction.atomic(savepoint=bool(client_message_id) and writes is None):
 
             def recorded(message: Message, writes: statements.Writes | None) -> None:
                 audit_record(
@@ -446,6 +494,7 @@ def message_send(
                 client_message_id=client_message_id,
                 also=recorded,
                 own_transaction=own_transaction and not client_message_id,
+                writes=writes,
             )
     except IntegrityError:
         if not client_message_id:

@@ -116,8 +116,6 @@ def turn_begin(
         if on_committed is not None:
             # Registered first, so it runs first on commit (hooks run in order).
             transaction.on_commit(lambda: stored and on_committed(stored[0]), robust=True)
-        if conversation is None:
-            conversation = conversation_services.conversation_create(user=user, title=_title_from(content))
         runs_stored: list[AgentRun] = []
         held = {}
         if claim:
@@ -133,7 +131,7 @@ def turn_begin(
             # statement with the seq bump, the message and its audit record.
             run = AgentRun(
                 tenant_id=user.tenant_id,
-                conversation=conversation,
+                conversation=message.conversation,
                 user=user,
                 trigger_message=message,
                 provider=provider.name,
@@ -149,20 +147,32 @@ def turn_begin(
             def inserted() -> None:
                 run.pk = step.row[0]
                 run._state.adding, run._state.db = False, message._state.db
-                run.trigger_message = message  # the id, and the cached row (no query later)
+                # The ids (filled in by now), and the cached rows (no query later).
+                run.conversation, run.trigger_message = message.conversation, message
 
             writes.on_done(inserted)
 
-        message, created = conversation_services.message_send(
-            conversation=conversation,
+        send = functools.partial(
+            conversation_services.message_send,
             user=user,
             content=content,
             attachments=attachments,
             client_message_id=client_message_id,
             also=None if bound else run_for,
-            # A new conversation was written first: the statement runs in the transaction.
-            own_transaction=own_transaction,
         )
+        if conversation is None:
+            # On PostgreSQL the conversation, its first message and everything with them
+            # are one statement.
+            sent = []
+            conversation = conversation_services.conversation_create(
+                user=user,
+                title=_title_from(content),
+                first=lambda created, writes: sent.append(send(conversation=created, writes=writes)),
+                own_transaction=own_transaction,
+            )
+            message, created = sent[0]
+        else:
+            message, created = send(conversation=conversation, own_transaction=own_transaction)
         run = None
         claimed = False
         if not created:

@@ -66,7 +66,7 @@ def test_records_written_with_the_message_seal_into_a_verified_chain(user):
     assert seqs == [1, 2, 3]
 
 
-def test_a_new_conversation_is_stored_with_its_participant_and_record(user):
+def test_a_new_conversation_is_stored_with_its_participant_record_and_first_message(user):
     with CaptureQueriesContext(connection) as captured:
         turn = turns.turn_begin(user=user, content="start here")
 
@@ -76,9 +76,15 @@ def test_a_new_conversation_is_stored_with_its_participant_and_record(user):
     created = AuditRecord.objects.get(action="conversation.created")
     assert created.resource_id == str(conversation.pk)
     assert created.details == {"title": "start here", "channel": "api"}
+    sent = AuditRecord.objects.get(action="message.sent")
+    assert sent.details == {"conversation_id": conversation.pk, "seq": 1}
+    assert sent.resource_id == str(turn.message.pk)
+    assert Message.objects.get(pk=turn.message.pk).conversation_id == conversation.pk
+    assert AgentRun.objects.get(pk=turn.run.pk).conversation_id == conversation.pk
+    assert turn.run.conversation is turn.conversation or turn.run.conversation_id == conversation.pk
     if connection.vendor == "postgresql":
-        # The conversation (participant, record) and the message (record, run): two.
-        assert len(_writes(captured)) == 2, _writes(captured)
+        # The conversation (participant, record) and its first message (record, run): one.
+        assert len(_writes(captured)) == 1, _writes(captured)
 
 
 def test_a_duplicate_client_message_id_at_the_insert_leaves_nothing_behind(user):
