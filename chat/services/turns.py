@@ -89,9 +89,10 @@ def turn_begin(
     (``turn_enqueue`` hands the run to a worker then).
 
     ``own_transaction``: this call's transaction is the caller's whole transaction (None:
-    when no transaction is open yet). In a conversation that exists, the message, its
-    audit record and its run are then one statement committing on its own, with no
-    ``BEGIN``/``COMMIT`` round trips (``config.statements``)."""
+    when no transaction is open yet). The conversation (when new), the message, their
+    audit records and the run are then one statement committing on its own, with no
+    ``BEGIN``/``COMMIT`` round trips (``config.statements``; on PostgreSQL, without a
+    ``client_message_id`` and outside a bound conversation)."""
     conversation_services.check_content(content)
     provider = get_provider()
     conversation = None
