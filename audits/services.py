@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from config import statements
 from config.core.context import client_ip_var, request_id_var, user_agent_var
 from config.core.errors import ApplicationError
 
@@ -48,9 +49,17 @@ def _append(
     resource_id,
     details: dict | None,
     source: str,
+    writes: statements.Writes | None = None,
 ) -> AuditRecord:
     """One INSERT of an unsealed record, and a seal scheduled for after the commit. No
-    chain row is read or locked, no savepoint taken: one INSERT needs no partial rollback."""
+    chain row is read or locked, no savepoint taken: one INSERT needs no partial rollback.
+
+    ``writes``: the INSERT is a step of those writes in one statement
+    (``config.statements``), made when the caller executes them; ``resource_id`` and
+    values of ``details`` may then be ``Ref``s to what earlier steps return (a message's
+    id and seq). The record's id, and those values, are filled in once they ran."""
+    refs = {key: value for key, value in (details or {}).items() if isinstance(value, statements.Ref)}
+    plain = {key: value for key, value in (details or {}).items() if key not in refs}
     record = AuditRecord(
         tenant_id=_pk(tenant),
         actor_id=_pk(actor),
@@ -58,16 +67,44 @@ def _append(
         action=action,
         source=source,
         resource_type=resource_type or "",
-        resource_id=str(resource_id if resource_id is not None else "")[:64],
-        details=normalize_details(details),
+        resource_id=resource_id
+        if isinstance(resource_id, statements.Ref)
+        else str(resource_id if resource_id is not None else "")[:64],
+        details=normalize_details(plain),
         request_id=(request_id_var.get() or "")[:128],
         ip=_client_ip(),
         user_agent=(user_agent_var.get() or "")[:512],
         created_at=timezone.now(),
         hash_version=HASH_VERSION,
     )
-    record.save(force_insert=True)
-    sealing.seal_after_commit()
+    if writes is None:
+        if refs or isinstance(resource_id, statements.Ref):
+            raise ValueError("audit values from a statement's earlier steps need that statement (writes)")
+        record.save(force_insert=True)
+        sealing.seal_after_commit()
+        return record
+    known = record.details
+    if refs:
+        # The stored details: the known part, and each ref's value (numbers or text as the
+        # database returns them: the sealer hashes what it reads back).
+        pairs = ", ".join(f"CAST(%s AS text), {ref.sql}" for ref in refs.values())
+        field = AuditRecord._meta.get_field("details")
+        record.details = statements.Expr(
+            f"CAST(%s AS jsonb) || jsonb_build_object({pairs})",
+            (field.get_db_prep_save(known, connection=connection), *refs),
+            tuple(refs.values()),
+        )
+    step = writes.insert(record)
+
+    def inserted() -> None:
+        record.pk = step.row[0]
+        record._state.adding, record._state.db = False, connection.alias
+        if isinstance(record.resource_id, statements.Ref):
+            record.resource_id = str(record.resource_id.value)
+        record.details = {**known, **{key: ref.value for key, ref in refs.items()}}
+        sealing.seal_after_commit()
+
+    writes.on_done(inserted)
     return record
 
 
@@ -79,6 +116,7 @@ def audit_record(
     resource_type: str = "",
     resource_id="",
     details: dict | None = None,
+    writes: statements.Writes | None = None,
 ) -> AuditRecord:
     """Appends one record to the tenant's hash chain (``tenant=None``: the platform chain).
 
@@ -91,6 +129,9 @@ def audit_record(
     The record is returned **unsealed** (``chain_seq``/``prev_hash``/``hash`` None): it is
     one INSERT and takes no lock shared with other writers. The sealer chains it soon after
     the commit (``audit_seal_chains``; docs/audits.md).
+
+    ``writes``: recorded as a step of those writes in one statement
+    (``config.statements``), with the caller's other writes in one round trip.
     """
     if not _ACTION_RE.match(action) or len(action) > 100:
         raise ValueError(f"audit action must be a dotted lower-case name, got {action!r}")
@@ -102,6 +143,7 @@ def audit_record(
         resource_id=resource_id,
         details=details,
         source=AuditRecord.Source.APP,
+        writes=writes,
     )
 
 

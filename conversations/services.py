@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from audits.services import audit_record
+from config import statements
 from config.core.errors import ApplicationError, Forbidden
 
 from . import routing, selectors
@@ -39,10 +40,18 @@ def conversation_create(
     channel: str = Conversation.Channel.API,
     metadata: dict | None = None,
     participant_ids: Iterable[int] = (),
+    first: Callable[[Conversation, statements.Writes | None], None] | None = None,
+    own_transaction: bool = False,
 ) -> Conversation:
     """A conversation owned by ``user``, who always takes part in it. Every id in
     ``participant_ids`` must be a user of the owner's tenant, else ``validation_error``
-    and nothing is created."""
+    and nothing is created.
+
+    ``first(conversation, writes)``: the conversation's first message, written with it. On
+    PostgreSQL the conversation (its ``pk`` a ``Ref`` until then), its participants, its
+    record and what ``first`` adds to ``writes`` (``message_send(..., writes=writes)``)
+    are one statement; elsewhere ``writes`` is None and the conversation is stored
+    already. ``own_transaction``: as in ``message_create``."""
     wanted = set(participant_ids) - {user.pk}
     others = list(User.objects.filter(tenant_id=user.tenant_id, pk__in=wanted)) if wanted else []
     if len(others) != len(wanted):
@@ -54,20 +63,67 @@ def conversation_create(
         )
     # Checked above, so nothing expected fails inside: no savepoint when nested (a failure
     # rolls back the caller's transaction, or the caller's own savepoint).
+    conversation = Conversation(
+        tenant_id=user.tenant_id, owner=user, title=title, channel=channel, metadata=metadata or {}
+    )
+    participants = [user.pk, *(other.pk for other in others)]
+    if statements.supported():
+        # One statement: the conversation, its participants and its audit record.
+        _conversation_insert_with(
+            conversation, participants=participants, user=user, first=first, own_transaction=own_transaction
+        )
+        return conversation
     with transaction.atomic(savepoint=False):
-        conversation = Conversation.objects.create(
-            tenant_id=user.tenant_id, owner=user, title=title, channel=channel, metadata=metadata or {}
-        )
-        conversation.participants.add(user, *others)
-        audit_record(
-            tenant=user.tenant,
-            actor=user,
-            action="conversation.created",
-            resource_type="conversation",
-            resource_id=conversation.pk,
-            details={"title": title, "channel": channel},
-        )
+        conversation.save(force_insert=True)
+        conversation.participants.add(*participants)
+        _conversation_created_record(conversation, user=user)
+        if first is not None:
+            first(conversation, None)
     return conversation
+
+
+def _conversation_created_record(conversation: Conversation, *, user, writes=None) -> None:
+    audit_record(
+        tenant=user.tenant_id,
+        actor=user,
+        action="conversation.created",
+        resource_type="conversation",
+        resource_id=conversation.pk,
+        details={"title": conversation.title, "channel": conversation.channel},
+        writes=writes,
+    )
+
+
+def _conversation_insert_with(
+    conversation: Conversation, *, participants: list[int], user, first=None, own_transaction: bool = False
+) -> None:
+    """``conversation``, its ``participants`` (user ids), its ``conversation.created``
+    record and what ``first`` adds (its first message: ``last_seq`` starts at 1) in one
+    statement (``config.statements``); the conversation's id is filled in."""
+    qn = connection.ops.quote_name
+    writes = statements.Writes()
+    if first is not None:
+        conversation.last_seq = 1
+    row = writes.insert(conversation)
+    through = Conversation.participants.through._meta
+    writes.add(
+        f"INSERT INTO {qn(through.db_table)} ({qn('conversation_id')}, {qn('user_id')})"
+        f" SELECT {row.name}.{qn('id')}, u FROM {row.name}, unnest(CAST(%s AS bigint[])) AS u"
+        " ON CONFLICT DO NOTHING",
+        ["{" + ",".join(str(int(pk)) for pk in participants) + "}"],  # an array literal: ids of any size
+        (),
+    )
+    conversation.pk = row.ref("id")
+
+    def inserted() -> None:
+        conversation.pk = conversation.pk.value
+        conversation._state.adding, conversation._state.db = False, connection.alias
+
+    writes.on_done(inserted)
+    _conversation_created_record(conversation, user=user, writes=writes)
+    if first is not None:
+        first(conversation, writes)
+    writes.execute(own_transaction=own_transaction)
 
 
 def check_can_manage(*, conversation: Conversation, user, as_staff: bool = False) -> None:
@@ -240,6 +296,9 @@ def message_create(
     event: str = "message.created",
     publisher: Publisher | None = None,
     route: bool = True,
+    also: Callable[[Message, statements.Writes | None], None] | None = None,
+    own_transaction: bool = False,
+    writes: statements.Writes | None = None,
 ) -> Message:
     """Stores a message with the next ``seq`` of its conversation.
 
@@ -253,6 +312,20 @@ def message_create(
     the router takes starts ``accepted`` and is routed in this transaction (its delivery is
     handed to a worker after commit); ``route=False`` (an inbound message) or an explicit
     ``status`` skips routing. Otherwise the status is ``delivered``.
+
+    ``also(message, writes)``: the caller's writes that go with the message (its audit
+    record, the run answering it). On PostgreSQL they are steps of ``writes``, made with the
+    seq bump and the message in one statement (``config.statements``): the message's
+    ``pk`` and ``seq`` are ``Ref``s then, filled in before this returns. Elsewhere
+    ``writes`` is None and the message is stored already: write at once.
+
+    ``own_transaction``: the caller's transaction writes nothing else, before or after
+    (``statements.Writes.execute``): the one statement may then commit on its own. Not
+    when the message is routed (its routing writes follow in the transaction).
+
+    ``writes``: the statement that creates ``conversation`` (``conversation_create`` with
+    ``first``): the message is its first (seq 1), added to it, stored when the caller
+    executes it (its ``pk`` and ``seq`` are filled in then).
     """
     plan = routing.route_plan(conversation=conversation, role=role) if route and status is None else None
     if status is None:
@@ -262,12 +335,9 @@ def message_create(
     # a client_message_id, hold their own savepoint).
     with transaction.atomic(savepoint=False):
         now = timezone.now()
-        seq = _next_seq(conversation_id=conversation.pk, now=now)
-        conversation.last_seq, conversation.updated_at = seq, now
-        message = Message.objects.create(
+        message = Message(
             tenant_id=conversation.tenant_id,
             conversation=conversation,
-            seq=seq,
             role=role,
             sender=sender,
             content=content,
@@ -277,11 +347,82 @@ def message_create(
             client_message_id=client_message_id,
             created_at=now,
         )
-        (publisher or Publisher(conversation.pk)).emit(event, message_data(message), seq=message.seq)
+
+        def stored() -> None:
+            conversation.last_seq, conversation.updated_at = message.seq, now
+            # First of the after-commit work of what goes with it (its audit seal request).
+            (publisher or Publisher(conversation.pk)).emit(event, message_data(message), seq=message.seq)
+
+        if writes is not None:
+            if plan:
+                raise ValueError("a new conversation's first message is not routed")
+            _message_insert_first(message, writes=writes, stored=stored, also=also)
+        elif statements.supported():
+            _message_insert_with(
+                message, now=now, stored=stored, also=also, own_transaction=own_transaction and plan is None
+            )
+        else:
+            message.seq = _next_seq(conversation_id=conversation.pk, now=now)
+            message.save(force_insert=True)
+            stored()
+            if also is not None:
+                also(message, None)
         if plan:
             # After the emit: on commit, listeners hear of the message before its statuses.
             plan(message)
     return message
+
+
+def _message_insert_first(message: Message, *, writes: statements.Writes, stored: Callable[[], None], also) -> None:
+    """``message`` as the first of a conversation ``writes`` inserts (``last_seq`` 1), and
+    the caller's ``also`` writes, as steps of ``writes``."""
+    message.seq = 1
+    row = writes.insert(message)
+    message.pk = row.ref("id")
+
+    def inserted() -> None:
+        message.pk = message.pk.value
+        message.conversation = message.conversation  # its id, filled in first (and the cached row)
+        message._state.adding, message._state.db = False, connection.alias
+        stored()
+
+    writes.on_done(inserted)
+    if also is not None:
+        also(message, writes)
+
+
+def _message_insert_with(
+    message: Message, *, now, stored: Callable[[], None], also, own_transaction: bool = False
+) -> None:
+    """The seq bump, ``message`` and the caller's ``also`` writes in one statement: the
+    ``UPDATE ... RETURNING last_seq`` of ``_next_seq`` is its first step, the message reads
+    its seq from it; ``stored()`` once the message has its id and seq, before the other
+    writes' callbacks. Raises ``Conversation.DoesNotExist`` when the conversation is gone
+    (nothing written)."""
+    qn = connection.ops.quote_name
+    writes = statements.Writes()
+    bump = writes.add(
+        f"UPDATE {qn(Conversation._meta.db_table)} SET {qn('last_seq')} = {qn('last_seq')} + 1,"
+        f" {qn('updated_at')} = %s WHERE {qn('id')} = %s RETURNING {qn('last_seq')}",
+        [connection.ops.adapt_datetimefield_value(now), message.conversation_id],
+        ["last_seq"],
+    )
+    message.seq = bump.ref("last_seq")
+    row = writes.insert(message)
+    message.pk = row.ref("id")
+
+    def inserted() -> None:
+        message.pk, message.seq = message.pk.value, message.seq.value
+        message._state.adding, message._state.db = False, connection.alias
+        stored()
+
+    writes.on_done(inserted)  # first: the others' callbacks see the stored message
+    if also is not None:
+        also(message, writes)
+    try:
+        writes.execute(own_transaction=own_transaction)
+    except statements.NothingWritten:
+        raise Conversation.DoesNotExist(f"conversation {message.conversation_id} does not exist") from None
 
 
 def _next_seq(*, conversation_id: int, now) -> int:
@@ -302,12 +443,26 @@ def _next_seq(*, conversation_id: int, now) -> int:
 
 
 def message_send(
-    *, conversation: Conversation, user, content: str, attachments: list | None = None, client_message_id=None
+    *,
+    conversation: Conversation,
+    user,
+    content: str,
+    attachments: list | None = None,
+    client_message_id=None,
+    also: Callable[[Message, statements.Writes | None], None] | None = None,
+    own_transaction: bool = False,
+    writes: statements.Writes | None = None,
 ) -> tuple[Message, bool]:
     """A user's message into a conversation. Returns (message, created); resending the same
-    ``client_message_id`` returns the stored message instead of a second one."""
+    ``client_message_id`` returns the stored message instead of a second one. ``also``: the
+    caller's writes that go with a new message, as in ``message_create`` (with its audit
+    record: on PostgreSQL the seq bump, the message, its record and those writes are one
+    statement). ``own_transaction``: as in ``message_create`` (not with a
+    ``client_message_id``: its duplicate is recovered from under a savepoint). ``writes``:
+    the first message of a conversation that statement creates (``conversation_create``
+    with ``first``), stored when it runs; nothing to recover from then."""
     check_content(content)
-    if client_message_id:
+    if client_message_id and writes is None:
         existing = Message.objects.filter(conversation=conversation, client_message_id=client_message_id).first()
         if existing:
             return existing, False
@@ -315,7 +470,21 @@ def message_send(
     attachments = attachments_resolve(tenant_id=conversation.tenant_id, file_ids=attachments or [])
     try:
         # A savepoint only when a duplicate client_message_id is recovered from below.
-        with transaction.atomic(savepoint=bool(client_message_id)):
+        with transaction.atomic(savepoint=bool(client_message_id) and writes is None):
+
+            def recorded(message: Message, writes: statements.Writes | None) -> None:
+                audit_record(
+                    tenant=user.tenant_id,
+                    actor=user,
+                    action="message.sent",
+                    resource_type="message",
+                    resource_id=message.pk,
+                    details={"conversation_id": conversation.pk, "seq": message.seq},
+                    writes=writes,
+                )
+                if also is not None:
+                    also(message, writes)
+
             message = message_create(
                 conversation=conversation,
                 role=Message.Role.USER,
@@ -323,14 +492,9 @@ def message_send(
                 sender=user,
                 attachments=attachments,
                 client_message_id=client_message_id,
-            )
-            audit_record(
-                tenant=user.tenant,
-                actor=user,
-                action="message.sent",
-                resource_type="message",
-                resource_id=message.pk,
-                details={"conversation_id": conversation.pk, "seq": message.seq},
+                also=recorded,
+                own_transaction=own_transaction and not client_message_id,
+                writes=writes,
             )
     except IntegrityError:
         if not client_message_id:

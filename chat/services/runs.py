@@ -23,6 +23,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from audits.services import audit_record
+from config import statements
 from config.core import background, metrics
 from config.core.context import current_request_id
 from conversations import services as conversation_services
@@ -79,6 +80,31 @@ def run_transition(
         for name, value in fields.items():
             setattr(run, name, value)
     return bool(moved)
+
+
+def run_transition_with(run: AgentRun, *, writes: statements.Writes, to: str, claim: str, **fields) -> statements.Step:
+    """``run_transition`` from running under ``claim`` as a step of ``writes`` (the reply,
+    its run's settling and its audit record in one statement): the step's ``row`` is None
+    after ``writes.execute()`` when the run did not move (another execution moved it
+    first), and the instance is updated only when it did. ``fields`` may hold ``Ref``s to
+    earlier steps (the reply's id)."""
+    if to not in LEGAL_MOVES[Status.RUNNING]:
+        raise IllegalRunTransition(f"a run may not move from {Status.RUNNING} to {to}")
+    step = writes.update(
+        AgentRun, pk=run.pk, values={"status": to, **fields}, match={"status": Status.RUNNING, "claimed_by": claim}
+    )
+
+    def moved() -> None:
+        if step.row is not None:
+            run.status = to
+            for name, value in fields.items():
+                if isinstance(value, statements.Ref):  # a related row's id
+                    setattr(run, AgentRun._meta.get_field(name).attname, value.value)
+                else:
+                    setattr(run, name, value)
+
+    writes.on_done(moved)
+    return step
 
 
 @dataclass(frozen=True)
@@ -288,6 +314,38 @@ def _execute(*, run: AgentRun, delivery: Delivery, history, provider, publisher:
 def _store_reply(*, run: AgentRun, result, elapsed: float, publisher: Publisher, handle: dict) -> None:
     """Stores the reply and settles the run with it, in one transaction (the caller's when
     there is one). Raises ``_TakenOver`` (rolling it back) when the run is no longer ours."""
+    settled: list[statements.Step | bool] = []
+
+    def settle(reply: Message, writes: statements.Writes | None) -> None:
+        # One conditional UPDATE settles the run with its reply; it also locks the row:
+        # nobody else settles it before we commit. On PostgreSQL one statement with the
+        # seq bump, the reply and the run's audit record.
+        fields = {
+            "reply_message": reply if writes is None else reply.pk,
+            "tool_calls": result.tool_calls,
+            "usage": result.usage.as_dict(),
+            "latency_ms": int(elapsed * 1000),
+            "finished_at": timezone.now(),
+            "error": "",
+        }
+        if writes is None:
+            settled.append(
+                run_transition(run, to=Status.COMPLETED, expect=Status.RUNNING, claim=run.claimed_by, **fields)
+            )
+            if not settled[0]:
+                raise _TakenOver()  # rolls the reply (and its seq) back
+        else:
+            settled.append(run_transition_with(run, writes=writes, to=Status.COMPLETED, claim=run.claimed_by, **fields))
+        audit_record(
+            tenant=run.user.tenant_id if run.user else run.conversation.tenant_id,
+            actor=run.user,
+            action="run.completed",
+            resource_type="agent_run",
+            resource_id=run.pk,
+            details={"provider": run.provider, "tools": [c["name"] for c in result.tool_calls]},
+            writes=writes,
+        )
+
     with transaction.atomic(savepoint=False):
         reply = conversation_services.message_create(
             conversation=run.conversation,
@@ -296,31 +354,12 @@ def _store_reply(*, run: AgentRun, result, elapsed: float, publisher: Publisher,
             tool_calls=result.tool_calls,
             event="message.completed",  # published on commit only
             publisher=publisher,
+            also=settle,
         )
-        # One conditional UPDATE settles the run with its reply; it also locks the row:
-        # nobody else settles it before we commit.
-        done = run_transition(
-            run,
-            to=Status.COMPLETED,
-            expect=Status.RUNNING,
-            claim=run.claimed_by,
-            reply_message=reply,
-            tool_calls=result.tool_calls,
-            usage=result.usage.as_dict(),
-            latency_ms=int(elapsed * 1000),
-            finished_at=timezone.now(),
-            error="",
-        )
-        if not done:
-            raise _TakenOver()  # rolls the reply (and its seq) back
-        audit_record(
-            tenant=run.user.tenant if run.user else run.conversation.tenant,
-            actor=run.user,
-            action="run.completed",
-            resource_type="agent_run",
-            resource_id=run.pk,
-            details={"provider": run.provider, "tools": [c["name"] for c in result.tool_calls]},
-        )
+        if isinstance(settled[0], statements.Step) and settled[0].row is None:
+            raise _TakenOver()  # rolls the reply (and its seq, and the record) back
+        if isinstance(settled[0], statements.Step):
+            run.reply_message = reply  # the id, and the cached row
         transaction.on_commit(lambda: publisher.emit("run.completed", {**handle, **run_event_data(run)}))
 
 

@@ -4,6 +4,7 @@
 ``turn_answer`` then runs the agent in the caller's request; ``turn_enqueue`` hands the run
 to a worker instead. Executing a run is ``runs.run_execute``'s job, whoever calls it."""
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config import statements
 from config.core.errors import Conflict
 from conversations import selectors as conversation_selectors
 from conversations import services as conversation_services
@@ -61,6 +63,8 @@ def turn_begin(
     unanswered_ok: bool = False,
     claim: bool = False,
     on_committed: Callable[[Turn], None] | None = None,
+    after_commit: Callable[[Turn], None] | None = None,
+    own_transaction: bool | None = None,
 ) -> Turn:
     """Stores the user's message and a queued run for it, and commits, before any agent
     work: whatever happens to the agent, the message is kept. No ``conversation_id``
@@ -80,7 +84,15 @@ def turn_begin(
 
     ``on_committed(turn)`` is called right after the commit, before any other after-commit
     work (the audit seal request, the ``message.created`` publish): the SSE stream sends its
-    first event then, while those finish in this thread. It must not raise."""
+    first event then, while those finish in this thread. It must not raise.
+    ``after_commit(turn)`` is called after every other after-commit work of the turn
+    (``turn_enqueue`` hands the run to a worker then).
+
+    ``own_transaction``: this call's transaction is the caller's whole transaction (None:
+    when no transaction is open yet). The conversation (when new), the message, their
+    audit records and the run are then one statement committing on its own, with no
+    ``BEGIN``/``COMMIT`` round trips (``config.statements``; on PostgreSQL, without a
+    ``client_message_id`` and outside a bound conversation)."""
     conversation_services.check_content(content)
     provider = get_provider()
     conversation = None
@@ -98,41 +110,76 @@ def turn_begin(
         )
     # No savepoint when nested (turn_enqueue): nothing expected fails inside.
     new_conversation = conversation is None
+    if own_transaction is None:
+        own_transaction = not transaction.get_connection().in_atomic_block
     stored: list[Turn] = []
     with transaction.atomic(savepoint=False):
         if on_committed is not None:
             # Registered first, so it runs first on commit (hooks run in order).
             transaction.on_commit(lambda: stored and on_committed(stored[0]), robust=True)
-        if conversation is None:
-            conversation = conversation_services.conversation_create(user=user, title=_title_from(content))
-        message, created = conversation_services.message_send(
-            conversation=conversation,
-            user=user,
-            content=content,
-            attachments=attachments,
-            client_message_id=client_message_id,
-        )
-        run = None if created else message.triggered_runs.order_by("-id").first()
-        claimed = False
-        if run is None and not bound:
-            held = {}
-            if claim:
-                held = {
-                    "status": AgentRun.Status.RUNNING,
-                    "claimed_by": runs.request_claim(),
-                    "started_at": timezone.now(),
-                    "attempts": 1,
-                }
-                claimed = True
-            run = AgentRun.objects.create(
+        runs_stored: list[AgentRun] = []
+        held = {}
+        if claim:
+            held = {
+                "status": AgentRun.Status.RUNNING,
+                "claimed_by": runs.request_claim(),
+                "started_at": timezone.now(),
+                "attempts": 1,
+            }
+
+        def run_for(message: Message, writes: statements.Writes | None) -> None:
+            # The queued (or claimed) run answering the new message: on PostgreSQL one
+            # statement with the seq bump, the message and its audit record.
+            run = AgentRun(
                 tenant_id=user.tenant_id,
-                conversation=conversation,
+                conversation=message.conversation,
                 user=user,
                 trigger_message=message,
                 provider=provider.name,
                 model=provider.model,
                 **held,
             )
+            runs_stored.append(run)
+            if writes is None:
+                run.save(force_insert=True)
+                return
+            step = writes.insert(run)
+
+            def inserted() -> None:
+                run.pk = step.row[0]
+                run._state.adding, run._state.db = False, message._state.db
+                # The ids (filled in by now), and the cached rows (no query later).
+                run.conversation, run.trigger_message = message.conversation, message
+
+            writes.on_done(inserted)
+
+        send = functools.partial(
+            conversation_services.message_send,
+            user=user,
+            content=content,
+            attachments=attachments,
+            client_message_id=client_message_id,
+            also=None if bound else run_for,
+        )
+        if conversation is None:
+            # On PostgreSQL the conversation, its first message and everything with them
+            # are one statement.
+            sent = []
+            conversation = conversation_services.conversation_create(
+                user=user,
+                title=_title_from(content),
+                first=lambda created, writes: sent.append(send(conversation=created, writes=writes)),
+                own_transaction=own_transaction,
+            )
+            message, created = sent[0]
+        else:
+            message, created = send(conversation=conversation, own_transaction=own_transaction)
+        run = None
+        claimed = False
+        if not created:
+            run = message.triggered_runs.order_by("-id").first()
+        elif runs_stored:
+            run, claimed = runs_stored[0], claim
         stored.append(
             Turn(
                 conversation=conversation,
@@ -143,6 +190,8 @@ def turn_begin(
                 claimed=claimed,
             )
         )
+        if after_commit is not None:
+            transaction.on_commit(lambda: after_commit(stored[0]))
     return stored[0]
 
 
@@ -166,19 +215,28 @@ def turn_enqueue(
     """Stores the user's message and a queued run, and hands the run to a worker once the
     transaction has committed. The caller answers at once (202), also when the broker is
     down: the stored run is the outbox (see ``runs.run_enqueue``)."""
-    with transaction.atomic():
-        turn = turn_begin(
-            user=user,
-            content=content,
-            conversation_id=conversation_id,
-            attachments=attachments,
-            client_message_id=client_message_id,
-            unanswered_ok=True,
-        )
+
+    def enqueue(turn: Turn) -> None:
         if turn.created and turn.run is not None:
-            run_id = turn.run.pk
-            transaction.on_commit(lambda: runs.run_enqueue(run_id=run_id))
-    return turn
+            runs.run_enqueue(run_id=turn.run.pk)
+
+    begin = functools.partial(
+        turn_begin,
+        user=user,
+        content=content,
+        conversation_id=conversation_id,
+        attachments=attachments,
+        client_message_id=client_message_id,
+        unanswered_ok=True,
+        after_commit=enqueue,
+    )
+    if transaction.get_connection().in_atomic_block:
+        # Inside the caller's transaction: a savepoint, so a refused turn (a bad
+        # attachment...) leaves the caller's transaction usable.
+        with transaction.atomic():
+            return begin(own_transaction=False)
+    # turn_begin's transaction is the whole of it (nothing is written here but its).
+    return begin()
 
 
 def turn_reply_to(*, message: Message, user) -> AgentRun:
