@@ -176,8 +176,7 @@ async def _serve_replay(request, allow):
         return None
     fingerprint = idempotency.fingerprint(request)
     if isinstance(request, ASGIRequest):
-        redis = ratelimit.async_redis("default")  # the cache idempotency copies live in
-        response = await idempotency.astored_replay(user=user, key=key, fingerprint=fingerprint, redis=redis)
+        response = await idempotency.astored_replay(user=user, key=key, fingerprint=fingerprint)
     else:  # the WSGI handler (tests): a new event loop per request
         response = await sync_to_async(idempotency.stored_replay)(user=user, key=key, fingerprint=fingerprint)
     if response is not None:
@@ -260,9 +259,7 @@ async def _serve_post(request, post: FastPost, allow, args, kwargs):
         return None
     fingerprint = idempotency.fingerprint(request) if key is not None else None
     if key is not None and isinstance(request, ASGIRequest):
-        replayed = await idempotency.acopied_replay(
-            user=user, key=key, fingerprint=fingerprint, redis=ratelimit.async_redis("default")
-        )
+        replayed = await idempotency.acopied_replay(user=user, key=key, fingerprint=fingerprint)
         if replayed is not None:
             replayed["Allow"] = allow
             return replayed

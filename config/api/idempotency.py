@@ -156,29 +156,34 @@ def stored_replay(*, user, key: str, fingerprint: str) -> HttpResponse | None:
     return stored_replay_from_row(user=user, key=key, fingerprint=fingerprint)
 
 
-async def astored_replay(*, user, key: str, fingerprint: str, redis) -> HttpResponse | None:
-    """``stored_replay`` for async views: the Redis copy read with ``redis`` (a
-    redis.asyncio client of the cache's server) in the event loop, the row in a thread."""
-    copy = await _acopy(user=user, key=key, redis=redis)
+async def astored_replay(*, user, key: str, fingerprint: str) -> HttpResponse | None:
+    """``stored_replay`` for async views: the Redis copy read through redis.asyncio in the
+    event loop (on django-redis), the row in a thread."""
+    copy = await _acopy(user=user, key=key)
     if copy is not None:
         return _replay_copy(copy, fingerprint)
     return await sync_to_async(stored_replay_from_row)(user=user, key=key, fingerprint=fingerprint)
 
 
-async def acopied_replay(*, user, key: str, fingerprint: str, redis) -> HttpResponse | None:
+async def acopied_replay(*, user, key: str, fingerprint: str) -> HttpResponse | None:
     """The replay from the Redis copy alone (read in the event loop), or None: no copy
     (first use, in flight, evicted, not on django-redis) or another request. For a caller
     that claims the key next anyway (``serve``), whose row decides everything else."""
-    copy = await _acopy(user=user, key=key, redis=redis)
+    copy = await _acopy(user=user, key=key)
     return _replay_copy(copy, fingerprint) if copy is not None else None
 
 
-async def _acopy(*, user, key: str, redis) -> dict | None:
+async def _acopy(*, user, key: str) -> dict | None:
+    """The Redis copy of ``key``'s response, or None. Only django-redis keeps copies: on
+    any other cache (the embedded default's local memory) there is no Redis to ask, and
+    the row decides (asking for a client there was a 500 on every keyed POST)."""
     cache = _copy_cache()
     if cache is None:
         return None
+    from .ratelimit import async_redis
+
     try:
-        raw = await redis.get(cache.make_key(_copy_key(user.tenant_id, user.pk, key)))
+        raw = await async_redis("default").get(cache.make_key(_copy_key(user.tenant_id, user.pk, key)))
         return cache.client.decode(raw) if raw is not None else None
     except Exception:  # noqa: BLE001 - the row is the truth; the copy only saves a query
         return None

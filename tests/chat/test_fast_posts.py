@@ -154,6 +154,30 @@ async def test_an_idempotency_key_replays_refuses_another_body_and_creates_one_t
     assert await count(Message, conversation=conversation, role="user") == 1
 
 
+async def test_keyed_posts_replay_on_the_embedded_defaults_local_memory_cache(settings):
+    # The embedded default (no REDIS_URL) keeps its cache in local memory: no Redis holds a
+    # copy of a stored response, and the row answers the replay. Asking for a Redis client
+    # there anyway was a 500 on every POST with an Idempotency-Key under ASGI.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    user, token, conversation = await caller()
+    path, body = messages_path(conversation), payload(content="embedded")
+    created = payload(title="embedded")
+
+    answers = [await asgi("POST", path, token, body=body, headers=[key("emb-msg")]) for _ in range(2)]
+    conversations = [
+        await asgi("POST", "/api/v1/conversations/", token, body=created, headers=[key("emb-conv")]) for _ in range(2)
+    ]
+    chats = [
+        await asgi("POST", CHAT, token, body=payload(message="hello"), headers=[key("emb-chat")]) for _ in range(2)
+    ]
+
+    for first, replay, status in (answers + [202], conversations + [201], chats + [200]):
+        assert (first[0], replay[0]) == (status, status), (first, replay)
+        assert replay[2] == first[2] and replay[1]["idempotent-replayed"] == "true"
+    assert await count(Message, conversation=conversation, role="user") == 1
+    assert await count(Conversation, title="embedded") == 1
+
+
 async def test_two_concurrent_posts_with_one_key_create_one_message():
     user, token, conversation = await caller()
     path, body = messages_path(conversation), payload(content="twice at once")
