@@ -13,7 +13,7 @@ from config.celery import app
 from hub import http, platforms
 from hub.models import Delivery, MessageStatusChange
 from hub.secrets import SIGNATURE_HEADER, signature_for
-from hub.services import deliveries
+from hub.services import deliveries, inbound
 
 from .conftest import signed_post
 from .test_delivery import _bound_conversation, _history, _post
@@ -29,13 +29,19 @@ def test_deliveries_go_to_the_hub_queue_and_other_tasks_stay_on_default(settings
     assert router.route({}, "chat.tasks.run_agent_turn")["queue"].name == "default"
 
 
-def _pending_delivery(auth_api, account, django_capture_on_commit_callbacks):
+def _pending_deliveries(auth_api, account, django_capture_on_commit_callbacks, count=1):
     conversation = _bound_conversation(auth_api, account)
-    with django_capture_on_commit_callbacks(execute=False):
-        message_id = _post(auth_api, conversation["id"]).json()["message"]["id"]
-    statuses_before = _history(message_id)
-    assert statuses_before == ["accepted"]
-    return Delivery.objects.get(message_id=message_id)
+    pending = []
+    for _ in range(count):
+        with django_capture_on_commit_callbacks(execute=False):
+            message_id = _post(auth_api, conversation["id"]).json()["message"]["id"]
+        assert _history(message_id) == ["accepted"]
+        pending.append(Delivery.objects.get(message_id=message_id))
+    return pending
+
+
+def _pending_delivery(auth_api, account, django_capture_on_commit_callbacks):
+    return _pending_deliveries(auth_api, account, django_capture_on_commit_callbacks)[0]
 
 
 def test_a_pending_delivery_is_claimed_sent_and_settled_in_pinned_statements(
@@ -47,10 +53,11 @@ def test_a_pending_delivery_is_claimed_sent_and_settled_in_pinned_statements(
     monkeypatch.setattr(connector_for("whatsapp"), "after_sent", lambda outbound: None)
     # Claim: the conditional UPDATE out of pending, one SELECT of everything the send needs
     # (delivery, account, contact, message, conversation), the message's own queued move
-    # (its after-commit hand-over did not run here: UPDATE, INSERT); settle, in one
-    # transaction (SAVEPOINT/RELEASE inside the test's): the conditional UPDATE still
-    # holding the claim, the attempt, the message's sent move (UPDATE, INSERT).
-    with django_assert_num_queries(11):
+    # (its after-commit hand-over did not run here: one statement, UPDATE … RETURNING and
+    # the status row's INSERT); settle, in one transaction (SAVEPOINT/RELEASE inside the
+    # test's): the conditional UPDATE still holding the claim, the attempt, the message's
+    # sent move (one statement).
+    with django_assert_num_queries(8):
         result = deliveries.delivery_execute(delivery_id=delivery.pk, claim="task-1")
     assert result.outcome == "sent"
     delivery.refresh_from_db()
@@ -70,25 +77,53 @@ def test_a_claim_out_of_pending_is_won_once(auth_api, whatsapp, django_capture_o
     assert Delivery.objects.get(pk=delivery.pk).claimed_by == "task-1"
 
 
-def test_a_status_webhook_is_one_account_read_and_one_transaction(
-    api, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries
-):
-    delivery = _pending_delivery(auth_api, whatsapp.account, django_capture_on_commit_callbacks)
-    payload = platforms.whatsapp_statuses(
-        phone_number_id=whatsapp.account.external_id,
+def _delivered_report(account, delivery):
+    return platforms.whatsapp_statuses(
+        phone_number_id=account.external_id,
         recipient="447700900001",
         message_id=delivery.external_id,
         status="delivered",
         timestamp=int(time.time()),
     )
-    # The account (with its creator and tenant), then in one transaction (a SAVEPOINT
-    # inside the test's): the delivery with its message, the conditional UPDATE, the
-    # status row. No savepoint of its own for the status move.
-    with django_assert_num_queries(6), django_capture_on_commit_callbacks(execute=True):
-        response = signed_post(api, "whatsapp", payload, whatsapp.secret)
+
+
+def test_a_status_webhook_is_one_statement_once_its_account_is_known(
+    api, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    first, second = _pending_deliveries(auth_api, whatsapp.account, django_capture_on_commit_callbacks, 2)
+    inbound.webhook_keys.clear()
+    # The account (with its creator and tenant), then the move: one statement (the
+    # messages named through their deliveries' platform ids, UPDATE … RETURNING, the
+    # status rows' INSERT), no transaction of its own.
+    with django_assert_num_queries(2), django_capture_on_commit_callbacks(execute=True) as published:
+        response = signed_post(api, "whatsapp", _delivered_report(whatsapp.account, first), whatsapp.secret)
     assert response.status_code == 200, response.content
+    assert response.json() == {"messages": 0, "duplicates": 0, "statuses": 1}
+    assert _history(first.message_id) == ["accepted", "delivered"]
+    assert len(published) == 1  # the message.status event, after commit
+    # The account's id and secret are kept (HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS): the next
+    # report of that account is verified without a query and is the one statement.
+    with django_assert_num_queries(1):
+        response = signed_post(api, "whatsapp", _delivered_report(whatsapp.account, second), whatsapp.secret)
     assert response.json()["statuses"] == 1
-    assert _history(delivery.message_id) == ["accepted", "delivered"]
+    assert _history(second.message_id) == ["accepted", "delivered"]
+
+
+def test_a_batch_of_reports_of_one_status_is_one_statement(
+    api, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    pending = _pending_deliveries(auth_api, whatsapp.account, django_capture_on_commit_callbacks, 3)
+    payload = platforms.whatsapp_statuses_batch(
+        phone_number_id=whatsapp.account.external_id,
+        reports=[(d.external_id, "447700900001", "delivered", int(time.time())) for d in pending],
+    )
+    signed_post(api, "whatsapp", _delivered_report(whatsapp.account, pending[0]), whatsapp.secret)  # account known
+
+    with django_assert_num_queries(1):
+        response = signed_post(api, "whatsapp", payload, whatsapp.secret)
+
+    assert response.json()["statuses"] == 2  # the first was delivered already
+    assert [_history(d.message_id) for d in pending] == [["accepted", "delivered"]] * 3
 
 
 def test_one_http_client_per_process(monkeypatch):
