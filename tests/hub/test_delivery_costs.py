@@ -189,3 +189,83 @@ def test_simulator_reports_over_http_do_not_hold_the_delivery(
     finally:
         webhook.server.shutdown()
         webhook.server.server_close()
+
+
+def test_an_accounts_reports_waiting_behind_its_post_go_together_in_order(
+    auth_api, whatsapp, settings, django_capture_on_commit_callbacks
+):
+    webhook = _SlowWebhook(delay=0.5)
+    webhook.secret = whatsapp.secret
+    try:
+        settings.HUB_WEBHOOK_BASE_URL = webhook.base_url
+        pending = _pending_deliveries(auth_api, whatsapp.account, django_capture_on_commit_callbacks, 3)
+        for delivery in pending:  # each sent while the first report is on its way
+            assert deliveries.delivery_execute(delivery_id=delivery.pk, claim=f"task-{delivery.pk}").outcome == "sent"
+        deadline = time.monotonic() + 10
+        while sum(len(_statuses(body)) for body, _ in webhook.received) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        posts = [[(s["id"], s["status"]) for s in _statuses(body)] for body, ok in webhook.received if ok]
+        assert len(posts) == len(webhook.received)  # every one signed with the account's secret
+        reports = [report for post in posts for report in post]
+        ids = [d.external_id for d in pending]
+        # Each message reported delivered, then read (report_read), once each...
+        assert sorted(reports) == sorted([(i, "delivered") for i in ids] + [(i, "read") for i in ids])
+        for i in ids:
+            assert reports.index((i, "delivered")) < reports.index((i, "read"))
+        # ...in fewer webhooks than reports: the ones waiting behind a POST went together.
+        assert posts[0] == [(ids[0], "delivered")] and len(posts) < 6
+    finally:
+        webhook.server.shutdown()
+        webhook.server.server_close()
+
+
+def _statuses(body: dict) -> list[dict]:
+    return [s for entry in body["entry"] for change in entry["changes"] for s in change["value"].get("statuses", [])]
+
+
+def test_the_report_batcher_sends_at_once_when_idle_and_batches_behind_a_post():
+    calls, release, started = [], threading.Event(), threading.Event()
+
+    def post(key, items):
+        calls.append((key, list(items)))
+        started.set()
+        if len(calls) == 1:
+            release.wait(5)
+        if items == ["boom"]:
+            raise RuntimeError("the webhook is down")
+        return [f"{item}+read" for item in items if not item.endswith("+read")]
+
+    threads = []
+
+    def submit(fn, *args):
+        thread = threading.Thread(target=fn, args=args)
+        threads.append(thread)
+        thread.start()
+
+    batcher = http.ReportBatcher(post, submit=submit, max_batch=2)
+    batcher.add("a", ["a1"])
+    assert started.wait(5)  # idle: at once, alone
+    batcher.add("a", ["a2"])
+    batcher.add("a", ["a3"])
+    batcher.add("a", ["a4"])
+    batcher.add("b", ["b1"])  # another account does not wait for a's POST
+    deadline = time.monotonic() + 5
+    while ("b", ["b1"]) not in calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ("b", ["b1"]) in calls
+    release.set()
+    for thread in threads:
+        thread.join(5)
+
+    a_calls = [items for key, items in calls if key == "a"]
+    # One in flight per account, at most max_batch a POST, follow-ups queued behind.
+    assert a_calls == [["a1"], ["a2", "a3"], ["a4", "a1+read"], ["a2+read", "a3+read"], ["a4+read"]]
+    # A failed POST loses that batch only; the account is not left waiting.
+    batcher.add("c", ["boom"])
+    for thread in list(threads):
+        thread.join(5)
+    batcher.add("c", ["c2"])
+    for thread in list(threads):
+        thread.join(5)
+    assert [items for key, items in calls if key == "c"] == [["boom"], ["c2"], ["c2+read"]]
