@@ -1,20 +1,24 @@
 """Messaging hub: acceptance latency under concurrent users, and API-to-delivered latency.
 
     .venv/bin/python bench/hub_delivery.py [--users 50] [--messages 10] [--latency-ms 100]
-        [--port 18550] [--pool threads] [--concurrency 32] [--idle N]
+        [--port 18550] [--pool threads] [--concurrency 32] [--idle N] [--server gunicorn|daphne]
 
 Needs the real stack (DATABASE_URL on PostgreSQL, REDIS_URL): it creates a throwaway
-database, starts daphne and the delivery worker (`make hub-worker`: ``-Q hub``, ``--pool``
-``--concurrency``) on it, and makes
+database, starts the web server as ``make run`` does (gunicorn with one uvicorn worker,
+config/gunicorn.py; ``--server daphne`` for the earlier rounds' figures) and the delivery
+worker (`make hub-worker`: ``-Q hub``, ``--pool`` ``--concurrency``) on it, with the app's
+own settings (the database pool's size included), and makes
 ``--users`` tenant owners, each with a WhatsApp simulator account (``--latency-ms`` per send,
-statuses reported back as signed POSTs to daphne's inbound webhook) and one bound
+statuses reported back as signed POSTs to the server's inbound webhook) and one bound
 conversation. Each user then posts ``--messages`` messages over HTTP, one after another,
 all users at once. Prints figures; asserts nothing about them.
 
 - acceptance: ``POST …/messages`` until its 202 (message stored ``accepted``, delivery row,
   audit), as the client sees it.
 - delivery: from the client sending the POST to the ``delivered`` status stored (the
-  simulator's signed report handled by daphne), on this machine's one clock.
+  simulator's signed report handled by the web server), on this machine's one clock.
+The machine's load average is printed before and after (figures on a shared machine are
+noisy: compare runs made back to back).
 """
 
 import argparse
@@ -51,13 +55,20 @@ def figures(name: str, samples: list[float], unit: str = "ms") -> str:
     )
 
 
-def start(env: dict, port: int, concurrency: int, logs: Path, pool: str = "threads") -> list[subprocess.Popen]:
+def start(
+    env: dict, port: int, concurrency: int, logs: Path, pool: str = "threads", server: str = "gunicorn"
+) -> list[subprocess.Popen]:
     bin_dir = ROOT / ".venv" / "bin"
-    daphne = subprocess.Popen(
-        [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+    if server == "daphne":
+        argv = [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    else:  # make run / make serve, one web process
+        argv = [str(bin_dir / "gunicorn"), "-c", "config/gunicorn.py", "-b", f"127.0.0.1:{port}"]
+        argv.append("config.asgi:application")
+    web = subprocess.Popen(
+        argv,
         cwd=ROOT,
-        env=env,
-        stdout=open(logs / "daphne.log", "wb"),  # noqa: SIM115 - lives as long as the process
+        env={**env, "WEB_CONCURRENCY": "1"},
+        stdout=open(logs / "web.log", "wb"),  # noqa: SIM115 - lives as long as the process
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -90,9 +101,9 @@ def start(env: dict, port: int, concurrency: int, logs: Path, pool: str = "threa
         except httpx.HTTPError:
             time.sleep(0.2)
     else:
-        raise SystemExit(f"daphne did not start; see {logs / 'daphne.log'}")
+        raise SystemExit(f"the web server did not start; see {logs / 'web.log'}")
     time.sleep(3)  # the worker's pool
-    return [daphne, worker]
+    return [web, worker]
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -171,6 +182,7 @@ def main():
     parser.add_argument("--port", type=int, default=18550)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--pool", default="threads", help="the delivery worker's pool (make hub-worker: threads)")
+    parser.add_argument("--server", default="gunicorn", choices=["gunicorn", "daphne"], help="make run: gunicorn")
     parser.add_argument(
         "--idle", type=int, default=0, help="instead: one user posts this many messages, each after the last delivered"
     )
@@ -192,7 +204,6 @@ def main():
         "LOG_LEVEL": "WARNING",
         # Plain http on 127.0.0.1 (as the e2e tests): no redirect to https.
         "DJANGO_SECURE": "false",
-        "DB_POOL_MAX_SIZE": "20",
     }
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"hub-bench-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
@@ -217,7 +228,8 @@ def main():
             binding = bindings.binding_create(user=user, account_id=account.pk, address=f"4477{n:07d}")
             clients.append((tokens_for(user).access, binding.conversation_id))
         connection.close()
-        procs = start(env, args.port, args.concurrency, logs, args.pool)
+        print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        procs = start(env, args.port, args.concurrency, logs, args.pool, args.server)
         if args.idle:
             idle_run(args, base_url, clients[0])
             return
@@ -271,7 +283,8 @@ def main():
         total = args.users * args.messages
         print(
             f"hub delivery: {args.users} concurrent users x {args.messages} messages, WhatsApp simulator "
-            f"latency {args.latency_ms} ms, 1 daphne, 1 delivery worker ({args.pool} x {args.concurrency})"
+            f"latency {args.latency_ms} ms, 1 web process ({args.server}), 1 delivery worker "
+            f"({args.pool} x {args.concurrency})"
         )
         if accepted:
             print("  " + figures("acceptance (POST -> 202)", accepted))
@@ -282,6 +295,7 @@ def main():
         print_stages(list(delivered))
         for error in errors[:5]:
             print(f"  error: {error}")
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         stop(procs)
         connection.close()

@@ -37,9 +37,31 @@ def sources_for(to: str) -> list[str]:
     return [status for status, rank in RANK.items() if rank < RANK[to]]
 
 
-def status_record(*, message: Message, status: str, at: datetime | None = None) -> None:
-    """Stores a status the message has just taken (its first, ``accepted``, at insert)."""
-    MessageStatusChange.objects.create(message=message, status=status, at=at or timezone.now())
+def row_insert_with_status(*, row: Delivery, status: str, at: datetime) -> None:
+    """Inserts the unsaved ``row`` (a message's delivery) and its message's first status
+    row (``status`` at ``at``); ``row.pk`` is set. One statement on PostgreSQL (the row's
+    INSERT … RETURNING and the status row's INSERT in one ``WITH``), built from the model's
+    fields as the ORM's own INSERT is (``pre_save``, ``get_db_prep_save``), so it follows
+    the model; two ORM inserts elsewhere."""
+    if not _one_statement():
+        row.save(force_insert=True)
+        MessageStatusChange.objects.create(message_id=row.message_id, status=status, at=at)
+        return
+    model = type(row)
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
+    sql = (
+        f"WITH inserted AS (INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(model._meta.pk.column)}, message_id), "
+        f"recorded AS (INSERT INTO {quote(MessageStatusChange._meta.db_table)} (message_id, status, at) "
+        "SELECT message_id, %s, %s FROM inserted) "
+        "SELECT * FROM inserted"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, status, at])
+        row.pk = cursor.fetchone()[0]
+    row._state.adding, row._state.db = False, connection.alias
 
 
 def _one_statement() -> bool:

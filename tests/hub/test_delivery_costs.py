@@ -8,9 +8,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from config.celery import app
-from hub import http, platforms
+from hub import http, platforms, queue
 from hub.models import Delivery, MessageStatusChange
 from hub.secrets import SIGNATURE_HEADER, signature_for
 from hub.services import deliveries, inbound
@@ -65,6 +67,28 @@ def test_a_pending_delivery_is_claimed_sent_and_settled_in_pinned_statements(
     assert _history(delivery.message_id) == ["accepted", "queued", "sent"]
     # A second execution of the same task finds it settled: one locked read.
     assert deliveries.delivery_execute(delivery_id=delivery.pk, claim="task-1").outcome == "not_ours"
+
+
+def test_the_hubs_share_of_a_post_is_three_statements(
+    auth_api, whatsapp, django_capture_on_commit_callbacks, monkeypatch
+):
+    conversation = _bound_conversation(auth_api, whatsapp.account)
+    handed = []  # the broker, at its boundary: what the worker would get
+    monkeypatch.setattr(queue, "_sender", handed.append)
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        response = _post(auth_api, conversation["id"])
+    assert response.status_code == 202
+    assert response.json()["message"]["status"] == "accepted"
+
+    hub = [q["sql"] for q in queries.captured_queries if '"hub_' in q["sql"] or " hub_" in q["sql"]]
+    # The binding (with its account and contact); the delivery and the message's accepted
+    # row in one statement; after commit the queued move (UPDATE … RETURNING + its row).
+    assert len(hub) == 3, hub
+    assert hub[0].startswith("SELECT") and "hub_conversationbinding" in hub[0]
+    assert hub[1].startswith("WITH inserted AS (INSERT INTO") and "hub_delivery" in hub[1]
+    assert hub[2].startswith("WITH moved AS (UPDATE")
+    assert _history(response.json()["message"]["id"]) == ["accepted", "queued"]
+    assert handed == [Delivery.objects.get(message_id=response.json()["message"]["id"]).pk]
 
 
 def test_a_claim_out_of_pending_is_won_once(auth_api, whatsapp, django_capture_on_commit_callbacks):
