@@ -116,9 +116,10 @@ WEBHOOK_RESULT = inline_serializer(
 class ChannelWebhookView(APIView):
     """``POST /api/v1/channels/{channel}/webhook``: a platform's signed notification. No
     user: the ``X-Hub-Signature-256`` HMAC over the raw body with the account's secret is
-    the authentication (401 without a valid one, nothing stored). Served by
-    ``channel_webhook`` (async); this class is its schema and its other methods."""
+    the authentication (401 without a valid one, nothing stored)."""
 
+    # POST is served by ``channel_webhook`` (async, below); this class is its schema, its
+    # other methods (405), and the same service for callers of the class itself.
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
     throttle_classes: list = []

@@ -301,3 +301,42 @@ def test_the_webhook_answers_other_methods_with_the_405_envelope(api):
     response = api.get("/api/v1/channels/whatsapp/webhook")
 
     assert_error(response, 405, "method_not_allowed")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_copies_of_one_report_move_the_message_once(user):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from hub.services import statuses
+    from tests.conversations.factories import ConversationFactory
+
+    account = connect(user).account
+    conversation = ConversationFactory(owner=user)
+    message = Message.objects.create(
+        tenant=user.tenant, conversation=conversation, seq=1, role="user", content="x", status="sent"
+    )
+    from hub.models import Contact
+
+    delivery = Delivery.objects.create(
+        tenant=user.tenant,
+        message=message,
+        account=account,
+        contact=Contact.objects.create(tenant=user.tenant, account=account, address="447700900001"),
+        external_id="wamid.same",
+    )
+
+    def report(_):
+        try:
+            return statuses.reported_statuses_apply(
+                account_id=account.pk, reports=[(delivery.external_id, "delivered")]
+            )
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        moved = list(pool.map(report, range(8)))
+
+    assert sum(moved) == 1
+    assert list(MessageStatusChange.objects.filter(message=message).values_list("status", flat=True)) == ["delivered"]
