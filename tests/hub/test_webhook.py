@@ -340,3 +340,37 @@ def test_concurrent_copies_of_one_report_move_the_message_once(user):
 
     assert sum(moved) == 1
     assert list(MessageStatusChange.objects.filter(message=message).values_list("status", flat=True)) == ["delivered"]
+
+
+def test_kept_account_keys_expire_are_bounded_and_can_be_turned_off(settings):
+    now = [1000.0]
+    keys = inbound.WebhookKeys(clock=lambda: now[0])
+    settings.HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS = 30
+    keys.put("whatsapp", "1555", inbound.WebhookKey(1, "s"))
+
+    now[0] += 29.9
+    assert keys.get("whatsapp", "1555") == inbound.WebhookKey(1, "s")
+    now[0] += 0.2
+    assert keys.get("whatsapp", "1555") is None  # expired: read from the database again
+
+    keys.MAX_ENTRIES = 2
+    for n in range(3):
+        keys.put("whatsapp", str(n), inbound.WebhookKey(n, "s"))
+    assert [keys.get("whatsapp", str(n)) is not None for n in range(3)] == [False, True, True]
+
+    settings.HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS = 0
+    keys.put("instagram", "1", inbound.WebhookKey(9, "s"))
+    assert keys.get("instagram", "1") is None
+
+
+def test_with_the_key_cache_off_every_report_reads_its_account(
+    api, auth_api, whatsapp, settings, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    settings.HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS = 0
+    first, second = _accepted_deliveries(auth_api, whatsapp.account, django_capture_on_commit_callbacks, 2)
+    for delivery in (first, second):
+        with django_assert_num_queries(2):  # the account, the move
+            response = signed_post(
+                api, "whatsapp", _statuses(whatsapp.account, [(delivery.external_id, "delivered")]), whatsapp.secret
+            )
+        assert response.json()["statuses"] == 1
