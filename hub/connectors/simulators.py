@@ -4,7 +4,6 @@ inbound webhook path, signed, as the platforms do (a real adapter changes only `
 it POSTs the bodies ``send_requests`` builds instead of keeping them)."""
 
 import json
-import logging
 import random
 import threading
 import time
@@ -29,8 +28,6 @@ from .base import (
     register,
     settings_error,
 )
-
-logger = logging.getLogger(__name__)
 
 # How many sends each simulator keeps (per process) for tests and operators to inspect.
 SENT_KEPT = 200
