@@ -1,20 +1,26 @@
 """Messaging hub: acceptance latency under concurrent users, and API-to-delivered latency.
 
     .venv/bin/python bench/hub_delivery.py [--users 50] [--messages 10] [--latency-ms 100]
-        [--port 18550] [--pool threads] [--concurrency 32] [--idle N]
+        [--port 18550] [--pool threads] [--concurrency 32] [--idle N] [--server gunicorn|daphne]
+        [--accounts K]
 
 Needs the real stack (DATABASE_URL on PostgreSQL, REDIS_URL): it creates a throwaway
-database, starts daphne and the delivery worker (`make hub-worker`: ``-Q hub``, ``--pool``
-``--concurrency``) on it, and makes
+database, starts the web server as ``make run`` does (gunicorn with one uvicorn worker,
+config/gunicorn.py; ``--server daphne`` for the earlier rounds' figures) and the delivery
+worker (`make hub-worker`: ``-Q hub``, ``--pool`` ``--concurrency``) on it, with the app's
+own settings (the database pool's size included), and makes
 ``--users`` tenant owners, each with a WhatsApp simulator account (``--latency-ms`` per send,
-statuses reported back as signed POSTs to daphne's inbound webhook) and one bound
-conversation. Each user then posts ``--messages`` messages over HTTP, one after another,
+statuses reported back as signed POSTs to the server's inbound webhook) and one bound
+conversation (``--accounts K``: the users work for K businesses instead, each with one
+number, every user talking to a contact of their own). Each user then posts ``--messages`` messages over HTTP, one after another,
 all users at once. Prints figures; asserts nothing about them.
 
 - acceptance: ``POST …/messages`` until its 202 (message stored ``accepted``, delivery row,
   audit), as the client sees it.
 - delivery: from the client sending the POST to the ``delivered`` status stored (the
-  simulator's signed report handled by daphne), on this machine's one clock.
+  simulator's signed report handled by the web server), on this machine's one clock.
+The machine's load average is printed before and after (figures on a shared machine are
+noisy: compare runs made back to back).
 """
 
 import argparse
@@ -51,13 +57,20 @@ def figures(name: str, samples: list[float], unit: str = "ms") -> str:
     )
 
 
-def start(env: dict, port: int, concurrency: int, logs: Path, pool: str = "threads") -> list[subprocess.Popen]:
+def start(
+    env: dict, port: int, concurrency: int, logs: Path, pool: str = "threads", server: str = "gunicorn"
+) -> list[subprocess.Popen]:
     bin_dir = ROOT / ".venv" / "bin"
-    daphne = subprocess.Popen(
-        [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+    if server == "daphne":
+        argv = [str(bin_dir / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    else:  # make run / make serve, one web process
+        argv = [str(bin_dir / "gunicorn"), "-c", "config/gunicorn.py", "-b", f"127.0.0.1:{port}"]
+        argv.append("config.asgi:application")
+    web = subprocess.Popen(
+        argv,
         cwd=ROOT,
-        env=env,
-        stdout=open(logs / "daphne.log", "wb"),  # noqa: SIM115 - lives as long as the process
+        env={**env, "WEB_CONCURRENCY": "1"},
+        stdout=open(logs / "web.log", "wb"),  # noqa: SIM115 - lives as long as the process
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -90,9 +103,9 @@ def start(env: dict, port: int, concurrency: int, logs: Path, pool: str = "threa
         except httpx.HTTPError:
             time.sleep(0.2)
     else:
-        raise SystemExit(f"daphne did not start; see {logs / 'daphne.log'}")
+        raise SystemExit(f"the web server did not start; see {logs / 'web.log'}")
     time.sleep(3)  # the worker's pool
-    return [daphne, worker]
+    return [web, worker]
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
@@ -172,6 +185,13 @@ def main():
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--pool", default="threads", help="the delivery worker's pool (make hub-worker: threads)")
     parser.add_argument(
+        "--accounts",
+        type=int,
+        default=0,
+        help="users share this many businesses (tenant + WhatsApp number; 0: one each), each user its own contact",
+    )
+    parser.add_argument("--server", default="gunicorn", choices=["gunicorn", "daphne"], help="make run: gunicorn")
+    parser.add_argument(
         "--idle", type=int, default=0, help="instead: one user posts this many messages, each after the last delivered"
     )
     args = parser.parse_args()
@@ -192,7 +212,6 @@ def main():
         "LOG_LEVEL": "WARNING",
         # Plain http on 127.0.0.1 (as the e2e tests): no redirect to https.
         "DJANGO_SECURE": "false",
-        "DB_POOL_MAX_SIZE": "20",
     }
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"hub-bench-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
@@ -203,21 +222,30 @@ def main():
         from hub.models import MessageStatusChange
         from hub.services import accounts, bindings
 
-        clients = []
+        clients, shared = [], {}
         for n in range(args.users):
-            tenant = Tenant.objects.create(name=f"Bench {n}", slug=f"bench-{n}")
+            # --accounts K: user n works for business n % K (its tenant, its one number).
+            k = n % args.accounts if args.accounts else n
+            if k not in shared:
+                tenant = Tenant.objects.create(name=f"Bench {k}", slug=f"bench-{k}")
+            else:
+                tenant = shared[k][0]
             user = User.objects.create_user(f"b{n}@example.com", "bench-passphrase-123", tenant=tenant, role="owner")
-            account, _ = accounts.channel_account_create(
-                user=user,
-                channel="whatsapp",
-                name="Bench",
-                external_id=f"1555{n:07d}",
-                settings={"latency_ms": args.latency_ms},
-            )
+            if k not in shared:
+                account, _ = accounts.channel_account_create(
+                    user=user,
+                    channel="whatsapp",
+                    name="Bench",
+                    external_id=f"1555{k:07d}",
+                    settings={"latency_ms": args.latency_ms},
+                )
+                shared[k] = (tenant, account)
+            account = shared[k][1]
             binding = bindings.binding_create(user=user, account_id=account.pk, address=f"4477{n:07d}")
             clients.append((tokens_for(user).access, binding.conversation_id))
         connection.close()
-        procs = start(env, args.port, args.concurrency, logs, args.pool)
+        print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        procs = start(env, args.port, args.concurrency, logs, args.pool, args.server)
         if args.idle:
             idle_run(args, base_url, clients[0])
             return
@@ -271,7 +299,8 @@ def main():
         total = args.users * args.messages
         print(
             f"hub delivery: {args.users} concurrent users x {args.messages} messages, WhatsApp simulator "
-            f"latency {args.latency_ms} ms, 1 daphne, 1 delivery worker ({args.pool} x {args.concurrency})"
+            f"latency {args.latency_ms} ms, 1 web process ({args.server}), 1 delivery worker "
+            f"({args.pool} x {args.concurrency})"
         )
         if accepted:
             print("  " + figures("acceptance (POST -> 202)", accepted))
@@ -279,9 +308,12 @@ def main():
         if delivery:
             print("  " + figures("delivery (POST -> delivered)", delivery))
         print(f"  delivered {len(delivered)}/{total} within {all_done:.1f} s of the first post")
+        # One webhook's moves share their time (one statement): distinct times ~ notifications.
+        print(f"  delivered reports arrived in ~{len(set(delivered.values()))} notifications")
         print_stages(list(delivered))
         for error in errors[:5]:
             print(f"  error: {error}")
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         stop(procs)
         connection.close()

@@ -137,6 +137,15 @@ def _parse_instagram(entry, account_ids, messages, statuses) -> None:
 
 def whatsapp_statuses(*, phone_number_id: str, recipient: str, message_id: str, status: str, timestamp: int) -> dict:
     """A WhatsApp Cloud API status notification, as the platform posts it."""
+    return whatsapp_statuses_batch(
+        phone_number_id=phone_number_id, reports=[(message_id, recipient, status, timestamp)]
+    )
+
+
+def whatsapp_statuses_batch(*, phone_number_id: str, reports: list[tuple[str, str, str, int]]) -> dict:
+    """One notification carrying several status reports of one phone number, as the Cloud
+    API batches them (``value.statuses[]`` is a list): ``(message id, recipient, status,
+    timestamp)`` each, in order."""
     return {
         "object": "whatsapp_business_account",
         "entry": [
@@ -155,6 +164,7 @@ def whatsapp_statuses(*, phone_number_id: str, recipient: str, message_id: str, 
                                     "timestamp": str(timestamp),
                                     "recipient_id": recipient,
                                 }
+                                for message_id, recipient, status, timestamp in reports
                             ],
                         },
                     }
@@ -199,23 +209,27 @@ def whatsapp_message(
 
 def instagram_report(*, account_id: str, recipient: str, message_id: str, status: str, timestamp: int) -> dict:
     """An Instagram messaging ``delivery`` or ``read`` event (timestamps in milliseconds)."""
-    kind = "delivery" if status == "delivered" else "read"
+    return instagram_reports_batch(account_id=account_id, reports=[(message_id, recipient, status, timestamp)])
+
+
+def instagram_reports_batch(*, account_id: str, reports: list[tuple[str, str, str, int]]) -> dict:
+    """One notification carrying several ``delivery`` / ``read`` events of one account
+    (``entry[].messaging[]`` is a list): ``(message id, recipient, status, timestamp)``
+    each, in order."""
+    events = []
+    for message_id, recipient, status, timestamp in reports:
+        kind = "delivery" if status == "delivered" else "read"
+        events.append(
+            {
+                "sender": {"id": recipient},
+                "recipient": {"id": account_id},
+                "timestamp": timestamp * 1000,
+                kind: {"mids": [message_id]} if kind == "delivery" else {"mid": message_id},
+            }
+        )
     return {
         "object": "instagram",
-        "entry": [
-            {
-                "id": account_id,
-                "time": timestamp * 1000,
-                "messaging": [
-                    {
-                        "sender": {"id": recipient},
-                        "recipient": {"id": account_id},
-                        "timestamp": timestamp * 1000,
-                        kind: {"mids": [message_id]} if kind == "delivery" else {"mid": message_id},
-                    }
-                ],
-            }
-        ],
+        "entry": [{"id": account_id, "time": max(r[3] for r in reports) * 1000, "messaging": events}],
     }
 
 

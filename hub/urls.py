@@ -8,7 +8,7 @@ router = Router()
 router.register("channel-accounts", views.ChannelAccountViewSet, basename="channel-account")
 
 urlpatterns = [
-    re_path(r"^channels/(?P<channel>[a-z_]+)/webhook/?$", views.ChannelWebhookView.as_view(), name="channel-webhook"),
+    re_path(r"^channels/(?P<channel>[a-z_]+)/webhook/?$", views.channel_webhook, name="channel-webhook"),
     re_path(r"^messages/broadcast/?$", views.BroadcastView.as_view(), name="message-broadcast"),
     # A conversation's message with its deliveries: served here, beside the hub's data.
     re_path(

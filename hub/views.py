@@ -1,13 +1,18 @@
 """The hub's HTTP interface: channel accounts, the inbound webhook, a message's delivery
 detail, and broadcast. Each action validates, calls one service or selector, shapes."""
 
+import functools
+
+from asgiref.sync import sync_to_async
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api.errors import validation_message
+from config.api.errors import error_response, validation_message
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import HasTenant, TenantScopedViewSet
 from config.core.errors import ApplicationError
@@ -26,6 +31,8 @@ from .serializers import (
     MessageDeliveryDetailSerializer,
 )
 from .services import accounts, bindings, broadcast, inbound
+
+_RENDERER = JSONRenderer()
 
 
 def _validated(serializer) -> dict:
@@ -111,6 +118,8 @@ class ChannelWebhookView(APIView):
     user: the ``X-Hub-Signature-256`` HMAC over the raw body with the account's secret is
     the authentication (401 without a valid one, nothing stored)."""
 
+    # POST is served by ``channel_webhook`` (async, below); this class is its schema, its
+    # other methods (405), and the same service for callers of the class itself.
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
     throttle_classes: list = []
@@ -125,6 +134,39 @@ class ChannelWebhookView(APIView):
         body = request.body
         result = inbound.webhook_receive(channel=channel, body=body, signature=request.headers.get(SIGNATURE_HEADER))
         return Response(result)
+
+
+def _async_webhook(drf_view):
+    """``drf_view`` with its POST served by an ``async def`` view: the webhook is what
+    platforms post most (every status of every message), and as a DRF view each one hopped
+    to a thread to build DRF's request, negotiate and render around one service call.
+    Here the body is verified and parsed in the event loop and the database is one thread
+    hop (``inbound.webhook_areceive``); the answer is what the DRF view renders (the same
+    JSON, ``Allow``, the error envelope). Other methods go to the DRF view (405). The
+    wrapper keeps the view's attributes (``cls``, ``initkwargs``, ``csrf_exempt``), so the
+    router, ``reverse`` and drf-spectacular's schema see the DRF view."""
+    allow = ", ".join(ChannelWebhookView().allowed_methods)
+
+    async def view(request, channel: str):
+        if request.method != "POST":
+            return await sync_to_async(drf_view)(request, channel=channel)
+        try:
+            body = await inbound.webhook_areceive(
+                channel=channel, body=request.body, signature=request.headers.get(SIGNATURE_HEADER)
+            )
+        except ApplicationError as exc:
+            response = error_response(exc.status, exc.code, exc.message, exc.details)
+        else:
+            response = HttpResponse(_RENDERER.render(body), content_type="application/json")
+        response["Allow"] = allow
+        return response
+
+    functools.update_wrapper(view, drf_view, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
+    view.__dict__.update(drf_view.__dict__)
+    return view
+
+
+channel_webhook = _async_webhook(ChannelWebhookView.as_view())
 
 
 class MessageDetailView(APIView):

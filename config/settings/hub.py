@@ -21,6 +21,10 @@ HUB_STALE_PENDING_SECONDS = env.int("HUB_STALE_PENDING_SECONDS", default=120)
 HUB_SWEEP_SECONDS = env.float("HUB_SWEEP_SECONDS", default=10.0)
 # Inbound webhooks: a payload timestamp older than this many seconds is refused (400).
 HUB_WEBHOOK_MAX_AGE_SECONDS = env.int("HUB_WEBHOOK_MAX_AGE_SECONDS", default=300)
+# Seconds a web process keeps a connected account's id and secret for verifying its status
+# reports without a query (0: read it on every webhook). A disconnect is seen at once in the
+# process that made it, within this bound elsewhere (docs/hub.md "Inbound").
+HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS = env.float("HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS", default=30.0)
 # Seconds the outbound `webhook` connector waits for the account's URL.
 HUB_WEBHOOK_TIMEOUT_SECONDS = env.float("HUB_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 # Where the simulators POST their signed status reports, e.g. http://127.0.0.1:8000 (the

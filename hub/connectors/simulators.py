@@ -4,7 +4,6 @@ inbound webhook path, signed, as the platforms do (a real adapter changes only `
 it POSTs the bodies ``send_requests`` builds instead of keeping them)."""
 
 import json
-import logging
 import random
 import threading
 import time
@@ -15,7 +14,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from .. import platforms
-from ..http import http_client, report_submit
+from ..http import ReportBatcher, http_client
 from ..secrets import SIGNATURE_HEADER, signature_for
 from .base import (
     Connector,
@@ -29,8 +28,6 @@ from .base import (
     register,
     settings_error,
 )
-
-logger = logging.getLogger(__name__)
 
 # How many sends each simulator keeps (per process) for tests and operators to inspect.
 SENT_KEPT = 200
@@ -95,13 +92,20 @@ class SimulatorConnector(Connector):
         """The platform's reports, ``delivered`` then ``read`` (when ``report_read``). Over
         HTTP (``HUB_WEBHOOK_BASE_URL`` set) they go from this process's reporter threads, as
         a platform reports on its own time: the delivery's slot is free once the message is
-        ``sent`` instead of waiting on our web process. Embedded: in line."""
+        ``sent`` instead of waiting on our web process; an account's reports that pile up
+        while its last POST is on its way go together in one notification
+        (``ReportBatcher``), ``read`` always after its ``delivered``. Embedded: in line."""
         if django_settings.HUB_WEBHOOK_BASE_URL:
-            report_submit(_report_all, outbound)
+            _batcher.add(_account_key(outbound), [(outbound, "delivered")])
         else:
             _report_all(outbound)
 
     def status_payload(self, outbound: Outbound, status: str, timestamp: int) -> dict:
+        return self.status_payload_batch(outbound, [(outbound, status)], timestamp)
+
+    def status_payload_batch(self, account: Outbound, reports: list[tuple[Outbound, str]], timestamp: int) -> dict:
+        """One notification of ``account``'s (any of its outbounds) ``(outbound, status)``
+        reports, in order."""
         raise NotImplementedError
 
 
@@ -143,13 +147,10 @@ class WhatsAppSimulator(SimulatorConnector):
             to=outbound.address, kind=kind.name, link=attachment["download_url"], filename=attachment["name"]
         )
 
-    def status_payload(self, outbound: Outbound, status: str, timestamp: int) -> dict:
-        return platforms.whatsapp_statuses(
-            phone_number_id=outbound.account_external_id,
-            recipient=outbound.address,
-            message_id=outbound.external_id,
-            status=status,
-            timestamp=timestamp,
+    def status_payload_batch(self, account: Outbound, reports: list[tuple[Outbound, str]], timestamp: int) -> dict:
+        return platforms.whatsapp_statuses_batch(
+            phone_number_id=account.account_external_id,
+            reports=[(o.external_id, o.address, status, timestamp) for o, status in reports],
         )
 
 
@@ -182,40 +183,55 @@ class InstagramSimulator(SimulatorConnector):
             recipient=outbound.address, kind=kind.name, url=attachment["download_url"]
         )
 
-    def status_payload(self, outbound: Outbound, status: str, timestamp: int) -> dict:
-        return platforms.instagram_report(
-            account_id=outbound.account_external_id,
-            recipient=outbound.address,
-            message_id=outbound.external_id,
-            status=status,
-            timestamp=timestamp,
+    def status_payload_batch(self, account: Outbound, reports: list[tuple[Outbound, str]], timestamp: int) -> dict:
+        return platforms.instagram_reports_batch(
+            account_id=account.account_external_id,
+            reports=[(o.external_id, o.address, status, timestamp) for o, status in reports],
         )
 
 
+def _account_key(outbound: Outbound) -> tuple[str, str, str]:
+    """What one notification is for: the channel, the account's platform id, its secret."""
+    return (outbound.channel, outbound.account_external_id, outbound.secret)
+
+
+def _report_batch(key: tuple[str, str, str], reports: list[tuple[Outbound, str]]) -> list[tuple[Outbound, str]]:
+    """``ReportBatcher``'s post: one signed notification of the account's reports; returns
+    the ``read`` reports that follow the ``delivered`` ones of accounts with ``report_read``."""
+    _post_signed(reports[0][0], reports)
+    return [(outbound, "read") for outbound, status in reports if status == "delivered" and _reads(outbound)]
+
+
+_batcher = ReportBatcher(_report_batch)
+
+
+def _reads(outbound: Outbound) -> bool:
+    return bool(outbound.account_settings.get("report_read"))
+
+
 def _report_all(outbound: Outbound) -> None:
-    try:
-        report_status(outbound, "delivered")
-        if outbound.account_settings.get("report_read"):
-            report_status(outbound, "read")
-    except Exception:
-        # As a platform whose report was lost: the message stays ``sent``.
-        if not django_settings.HUB_WEBHOOK_BASE_URL:
-            raise
-        logger.warning("status report failed", exc_info=True, extra={"delivery_id": outbound.delivery_id})
+    """Embedded (no ``HUB_WEBHOOK_BASE_URL``): the reports in line, one at a time."""
+    report_status(outbound, "delivered")
+    if _reads(outbound):
+        report_status(outbound, "read")
 
 
 def report_status(outbound: Outbound, status: str) -> None:
     """The platform's signed status report, POSTed to our own inbound webhook when
     ``HUB_WEBHOOK_BASE_URL`` is set, else handed to the same service the view calls."""
+    _post_signed(outbound, [(outbound, status)])
+
+
+def _post_signed(account: Outbound, reports: list[tuple[Outbound, str]]) -> None:
     from ..connectors.base import connector_for
 
-    payload = connector_for(outbound.channel).status_payload(outbound, status, int(timezone.now().timestamp()))
+    payload = connector_for(account.channel).status_payload_batch(account, reports, int(timezone.now().timestamp()))
     body = json.dumps(payload).encode()
-    signature = signature_for(body, outbound.secret)
+    signature = signature_for(body, account.secret)
     base = django_settings.HUB_WEBHOOK_BASE_URL
     if base:
         response = http_client().post(
-            f"{base.rstrip('/')}/api/v1/channels/{outbound.channel}/webhook",
+            f"{base.rstrip('/')}/api/v1/channels/{account.channel}/webhook",
             content=body,
             headers={"Content-Type": "application/json", SIGNATURE_HEADER: signature},
         )
@@ -223,4 +239,4 @@ def report_status(outbound: Outbound, status: str) -> None:
     else:
         from ..services import inbound
 
-        inbound.webhook_receive(channel=outbound.channel, body=body, signature=signature)
+        inbound.webhook_receive(channel=account.channel, body=body, signature=signature)

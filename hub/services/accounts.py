@@ -11,6 +11,7 @@ from config.core.errors import ApplicationError, Conflict, Forbidden
 from ..connectors import connector_for
 from ..models import ChannelAccount
 from ..secrets import secret_encrypt, secret_new
+from .inbound import webhook_keys
 
 
 def _check_admin(user) -> None:
@@ -83,6 +84,10 @@ def channel_account_disconnect(*, account: ChannelAccount, user) -> None:
     (``account disconnected``); its conversations and history stay."""
     _check_admin(user)
     ChannelAccount.objects.filter(pk=account.pk).update(is_active=False, updated_at=timezone.now())
+    # Its status webhooks stop being verified from this process's cache (others: within
+    # HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS). At once, not after commit: forgetting an entry
+    # whose disconnect then rolls back costs one read.
+    webhook_keys.forget(account.channel, account.external_id)
     audit_record(
         tenant=user.tenant,
         actor=user,

@@ -51,9 +51,11 @@ def message_route_plan(*, conversation: Conversation, role: str):
 
 
 def delivery_create(*, message: Message, binding: ConversationBinding) -> Delivery:
-    """The delivery of a message just stored ``accepted`` (in its transaction); handed to a
-    worker after commit."""
-    delivery = Delivery.objects.create(
+    """The delivery of a message just stored ``accepted`` (in its transaction), with the
+    message's ``accepted`` status row; handed to a worker after commit. On PostgreSQL the
+    two rows are one statement (``statuses.row_insert_with_status``): the request's
+    transaction pays one round trip for the hub's rows, not two."""
+    delivery = Delivery(
         tenant_id=message.tenant_id,
         message=message,
         account=binding.account,
@@ -61,7 +63,7 @@ def delivery_create(*, message: Message, binding: ConversationBinding) -> Delive
         external_id=EXTERNAL_ID_PREFIX[binding.account.channel] + uuid.uuid4().hex,
         pending_since=message.created_at,
     )
-    statuses.status_record(message=message, status=Message.Status.ACCEPTED, at=message.created_at)
+    statuses.row_insert_with_status(row=delivery, status=Message.Status.ACCEPTED, at=message.created_at)
     delivery_id = delivery.pk
     transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery_id, message=message))
     return delivery

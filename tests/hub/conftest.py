@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from hub.secrets import SIGNATURE_HEADER, signature_for
-from hub.services import accounts
+from hub.services import accounts, inbound
 
 WEBHOOK_HEADER = "HTTP_" + SIGNATURE_HEADER.upper().replace("-", "_")
 
@@ -25,6 +25,15 @@ def connect(user, *, channel="whatsapp", external_id="15550001111", settings=Non
         user=user, channel=channel, name=name, external_id=external_id, settings=settings or {}
     )
     return Connected(account, secret)
+
+
+@pytest.fixture(autouse=True)
+def _no_webhook_keys_between_tests():
+    """The web process's kept account keys (``inbound.webhook_keys``) start empty in each
+    test: accounts of earlier tests (rolled back) had the same external ids."""
+    inbound.webhook_keys.clear()
+    yield
+    inbound.webhook_keys.clear()
 
 
 @pytest.fixture
