@@ -1,6 +1,6 @@
 """The bare baseline (bench/bare_asgi.py: one async view, no middleware) served by the app's
 handler (config/api/asgi_handler.py) instead of Django's: what a request costs here with
-neither middleware nor the handler's thread hops. Not used by bench/run.py; for
+neither middleware nor the handler's thread hops. For `bench/run.py --bare-handler app` and
 bench/served_cpu.py ``--hop-free-bare``.
 
     DJANGO_SETTINGS_MODULE=bench.bare_settings gunicorn -c config/gunicorn.py bench.bare_hopfree_asgi:application

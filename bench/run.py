@@ -23,7 +23,10 @@ same command (gunicorn -c config/gunicorn.py) with one worker, measured in the s
 with `--baseline each` (the default) again right before every table row, and each row's
 ratio is to the baseline measured next to it, so the shared machine's drift during the run
 (seen: the bare view's own rate moving by 2x within minutes) cancels; `--baseline once`
-measures it only first, as the earlier runs did.
+measures it only first, as the earlier runs did. `--bare-handler app` serves the bare view
+by the app's own ASGI handler (config/api/asgi_handler.py, no thread hop a request) instead
+of Django's stock one, the issue's baseline: the ratio then shows our middleware, auth and
+work alone.
 Methods and figures: docs/benchmarks.md.
 """
 
@@ -119,6 +122,7 @@ class Stack:
     tmp: Path
     port: int
     server_kind: str = "gunicorn"
+    bare_handler: str = "django"
     procs: list[Proc] = field(default_factory=list)
 
     def spawn(self, name: str, argv: list[str], **env) -> Proc:
@@ -139,7 +143,14 @@ class Stack:
 
     def server(self, *, workers: int, bare: bool = False) -> Proc:
         port = self.port + 1 if bare else self.port
-        app = "bench.bare_asgi:application" if bare else "config.asgi:application"
+        if bare:
+            app = (
+                "bench.bare_asgi:application"
+                if self.bare_handler == "django"
+                else "bench.bare_hopfree_asgi:application"
+            )
+        else:
+            app = "config.asgi:application"
         extra = {"DJANGO_SETTINGS_MODULE": "bench.bare_settings"} if bare else {}
         if self.server_kind == "daphne":  # for the comparison in docs/serving.md
             if workers != 1:
@@ -641,7 +652,8 @@ def report(results: dict, args, started: float) -> str:
     table = results["table"]
     bare = table.get("bare", {}).get("rps")
     out.append(f"\n## Results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-               f"{args.duration:.0f} s per row, one web process ({args.server}), wrk -t1 --timeout 10s)\n")  # fmt: skip
+               f"{args.duration:.0f} s per row, one web process ({args.server}), wrk -t1 --timeout 10s, "
+               f"bare view on the {args.bare_handler} handler)\n")  # fmt: skip
     out.append(
         "| scenario | conns | requests/s | p50 ms | p95 ms | p99 ms | errors | bare req/s next to it | ratio to bare | target | met |"
     )
@@ -735,6 +747,13 @@ def main() -> int:
         help="each (default): the bare view measured again right before every table row, each ratio to its neighbour; "
         "once: measured first only",
     )
+    parser.add_argument(
+        "--bare-handler",
+        choices=["django", "app"],
+        default="django",
+        help="django (default, the issue's baseline): the bare view on Django's stock ASGI handler, with its two "
+        "thread hops a request; app: on the app's handler (config/api/asgi_handler.py), which makes none",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     selected = [name.strip() for name in args.only.split(",") if name.strip()] or ALL
@@ -751,7 +770,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    stack = Stack(env=bench_env(args), tmp=tmp, port=args.port, server_kind=args.server)
+    stack = Stack(env=bench_env(args), tmp=tmp, port=args.port, server_kind=args.server, bare_handler=args.bare_handler)
     try:
         ensure_wrk()
         log(
