@@ -51,7 +51,7 @@ def audit_record_page_statement(*, tenant, user, filters: dict, keyset, columns:
     and read by ``keyset`` (``config.api.pagination.Keyset``), as PostgreSQL SQL with
     ``%s`` parameters selecting ``columns`` (field names or attnames, as ``.values()``
     takes them), for a caller that runs it itself (the list served from the event loop,
-    ``config.core.asyncdb``). The same rows in the same order as the ORM path: the same
+    ``config.api.asyncdb``). The same rows in the same order as the ORM path: the same
     scope, the same filters with the same truthiness, the keyset's order, position,
     offset and limit (tests compare the two on every filter and cursor). Built from fixed
     fragments and column names: only parameters carry what the client sent."""

@@ -8,10 +8,10 @@ from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from config.api import asyncdb
 from config.api.fast import PageRequest
 from config.api.idempotency import idempotent
 from config.api.views import TenantScopedViewSet
-from config.core import asyncdb
 
 from . import exports, selectors, services
 from .models import AuditRecord
@@ -46,7 +46,7 @@ class AuditRecordViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
     async def fast_list(cls, request, user):
         """``list`` served async (config/api/fast.py): the same body. On PostgreSQL the
         page's statement (``selectors.audit_record_page_statement``, no ORM compilation)
-        runs in the event loop on the async pool (``config.core.asyncdb``), no thread hop;
+        runs in the event loop on the async pool (``config.api.asyncdb``), no thread hop;
         under the WSGI handler (tests) on Django's connection in a thread; elsewhere
         (SQLite) ``list_body`` in a thread."""
         page_request = PageRequest(request)

@@ -70,9 +70,9 @@ def _isolated_cache_and_tasks(settings):
     from channels.layers import channel_layers
 
     channel_layers.backends.clear()
-    # Likewise the event loop's database pool (config/core/asyncdb.py): its connections
+    # Likewise the event loop's database pool (config/api/asyncdb.py): its connections
     # would outlive the test's loop and keep the test database busy at teardown.
-    from config.core import asyncdb
+    from config.api import asyncdb
 
     asyncdb.discard_all()
 

@@ -50,7 +50,7 @@ class CursorPagination(pagination.CursorPagination):
         return self.take(list(queryset[keyset.offset : keyset.offset + keyset.limit]))
 
     # DRF's ``paginate_queryset`` split in two around the query, so that a caller that runs
-    # the query itself (the audit list from the event loop, config/core/asyncdb.py) pages
+    # the query itself (the audit list from the event loop, config/api/asyncdb.py) pages
     # exactly as the ORM path does: ``plan`` says what to read, ``take`` makes the page
     # (and the state ``get_paginated_response`` reads) from the rows read. The code is
     # DRF 3.16's, in the same order; only the queryset calls became the ``Keyset``.

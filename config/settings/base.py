@@ -103,11 +103,11 @@ else:
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Seconds a request waits for a pooled database connection (sync pool above, async pool below).
 DB_POOL_TIMEOUT = env.int("DB_POOL_TIMEOUT", default=10)
-# The event loop's own pool for hot reads (config/core/asyncdb.py; PostgreSQL only), one per
+# The event loop's own pool for hot reads (config/api/asyncdb.py; PostgreSQL only), one per
 # web process beside the sync pool: budget max_connections >= processes x (DB_POOL_MAX_SIZE +
 # ASYNC_DB_POOL_MAX_SIZE). 0 turns it off (those reads go through the ORM in a thread).
 ASYNC_DB_POOL_MIN_SIZE = env.int("ASYNC_DB_POOL_MIN_SIZE", default=1)
-ASYNC_DB_POOL_MAX_SIZE = env.int("ASYNC_DB_POOL_MAX_SIZE", default=4)
+ASYNC_DB_POOL_MAX_SIZE = env.int("ASYNC_DB_POOL_MAX_SIZE", default=10)
 
 if not SECRET_KEY:
     if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3" and not DEBUG:

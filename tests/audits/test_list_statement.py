@@ -1,5 +1,5 @@
 """The audit list page read without the ORM (audits.selectors.audit_record_page_statement),
-and under ASGI in the event loop (config/core/asyncdb.py): the same pages, byte for byte,
+and under ASGI in the event loop (config/api/asyncdb.py): the same pages, byte for byte,
 as the DRF view's ORM path for every filter, cursor direction and tie; the same error
 envelopes; tenant scope; a stopped PostgreSQL is a 503, a dead pooled connection is
 retried. See docs/audits.md, "Reading the list"."""
@@ -15,7 +15,7 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from audits.services import audit_record, audit_seal_chains
-from config.core import asyncdb
+from config.api import asyncdb
 from tests.accounts.factories import TenantFactory, UserFactory
 from tests.helpers import client_for
 from tests.protection.test_fast_paths import asgi, token_for

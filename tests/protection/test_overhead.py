@@ -12,8 +12,8 @@ from channels.db import database_sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
+from config.api import asyncdb
 from config.api.ratelimit import tenant_usage
-from config.core import asyncdb
 from tests.accounts.factories import UserFactory
 from tests.helpers import assert_error, client_for
 
@@ -223,7 +223,7 @@ async def test_a_request_under_asgi_hops_to_a_thread_only_for_sync_work(thread_h
     assert await serve(ME, token) == 200
     assert sorted(thread_hops) == sorted(DJANGO_HANDLER_HOPS)
 
-    # The audit page's query runs in the event loop (config/core/asyncdb.py): no hop of
+    # The audit page's query runs in the event loop (config/api/asyncdb.py): no hop of
     # its own either (was one, for list_body). Its pool is closed in this test's loop.
     thread_hops.clear()
     assert await serve("/api/v1/audits/", token) == 200
