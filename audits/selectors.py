@@ -1,5 +1,6 @@
 """Every read of audits with rules: who sees which records, and chain verification."""
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,10 +60,8 @@ def audit_record_page_statement(*, tenant, user, filters: dict, keyset, columns:
         raise TypeError("audit_record_page_statement needs the user who reads the trail")
     tenant_id = getattr(tenant, "pk", tenant)
     meta = AuditRecord._meta
-    quote = connection.ops.quote_name
-
-    def column(name: str) -> str:
-        return quote(meta.get_field(name).column)
+    ops = _operations()
+    column = _quoted_column
 
     where, params = [f"{column('tenant_id')} = %s"], [tenant_id]
     if not user.is_tenant_admin:
@@ -73,7 +72,7 @@ def audit_record_page_statement(*, tenant, user, filters: dict, keyset, columns:
         if action.endswith(".*"):
             # Django's startswith on PostgreSQL: LIKE with the prefix's wildcards escaped.
             where.append(f"{column('action')}::text LIKE %s")
-            params.append(f"{connection.ops.prep_for_like_query(action[:-1])}%")
+            params.append(f"{ops.prep_for_like_query(action[:-1])}%")
         else:
             where.append(f"{column('action')} = %s")
             params.append(action)
@@ -92,18 +91,30 @@ def audit_record_page_statement(*, tenant, user, filters: dict, keyset, columns:
         params.append(filters["until"])
     if keyset.position is not None:
         field = meta.get_field(keyset.position_field)
-        where.append(f"{quote(field.column)} {'<' if keyset.position_lookup == 'lt' else '>'} %s")
+        where.append(f"{column(field.name)} {'<' if keyset.position_lookup == 'lt' else '>'} %s")
         params.append(field.get_prep_value(keyset.position))
     order = ", ".join(
         f"{column(name.lstrip('-'))} {'DESC' if name.startswith('-') else 'ASC'}" for name in keyset.ordering
     )
     sql = (
-        f"SELECT {', '.join(column(name) for name in columns)} FROM {quote(meta.db_table)} "
+        f"SELECT {', '.join(column(name) for name in columns)} FROM {ops.quote_name(meta.db_table)} "
         f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT {int(keyset.limit)}"
     )
     if keyset.offset:
         sql += f" OFFSET {int(keyset.offset)}"
     return sql, params
+
+
+@functools.cache
+def _operations():
+    """The default database's operations (quoting, LIKE escaping), taken once: in the event
+    loop ``connection`` would build a DatabaseWrapper for every request's context."""
+    return connection.ops
+
+
+@functools.cache
+def _quoted_column(name: str) -> str:
+    return _operations().quote_name(AuditRecord._meta.get_field(name).column)
 
 
 def audit_export_batches(records: QuerySet[AuditRecord], *, batch_size: int = 1000) -> Iterator[list[AuditRecord]]:

@@ -51,7 +51,10 @@ _pools: dict[tuple[asyncio.AbstractEventLoop, str], object] = {}
 
 def available(alias: str = "default") -> bool:
     """Whether ``fetch_all`` serves ``alias``: PostgreSQL, and the async pool not turned off."""
-    return connections[alias].vendor == "postgresql" and getattr(settings, "ASYNC_DB_POOL_MAX_SIZE", 0) > 0
+    # From the settings, not ``connections[alias]``: in the event loop that would build a
+    # DatabaseWrapper for each request's context.
+    engine = settings.DATABASES[alias]["ENGINE"]
+    return engine == "django.db.backends.postgresql" and getattr(settings, "ASYNC_DB_POOL_MAX_SIZE", 0) > 0
 
 
 def _connection_kwargs(alias: str) -> dict:
