@@ -1,5 +1,6 @@
 """Every read of audits with rules: who sees which records, and chain verification."""
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,76 @@ def audit_record_filter(records: QuerySet[AuditRecord], filters: dict) -> QueryS
     if filters.get("until"):
         records = records.filter(created_at__lt=filters["until"])
     return records
+
+
+def audit_record_page_statement(*, tenant, user, filters: dict, keyset, columns: tuple[str, ...]) -> tuple[str, list]:
+    """One page of ``audit_record_list(tenant=, user=)`` filtered by ``audit_record_filter``
+    and read by ``keyset`` (``config.api.pagination.Keyset``), as PostgreSQL SQL with
+    ``%s`` parameters selecting ``columns`` (field names or attnames, as ``.values()``
+    takes them), for a caller that runs it itself (the list served from the event loop,
+    ``config.api.asyncdb``). The same rows in the same order as the ORM path: the same
+    scope, the same filters with the same truthiness, the keyset's order, position,
+    offset and limit (tests compare the two on every filter and cursor). Built from fixed
+    fragments and column names: only parameters carry what the client sent."""
+    if user is None:
+        raise TypeError("audit_record_page_statement needs the user who reads the trail")
+    tenant_id = getattr(tenant, "pk", tenant)
+    meta = AuditRecord._meta
+    ops = _operations()
+    column = _quoted_column
+
+    where, params = [f"{column('tenant_id')} = %s"], [tenant_id]
+    if not user.is_tenant_admin:
+        where.append(f"{column('actor_id')} = %s")
+        params.append(user.pk)
+    action = filters.get("action")
+    if action:
+        if action.endswith(".*"):
+            # Django's startswith on PostgreSQL: LIKE with the prefix's wildcards escaped.
+            where.append(f"{column('action')}::text LIKE %s")
+            params.append(f"{ops.prep_for_like_query(action[:-1])}%")
+        else:
+            where.append(f"{column('action')} = %s")
+            params.append(action)
+    if filters.get("actor") is not None:
+        where.append(f"{column('actor_id')} = %s")
+        params.append(filters["actor"])
+    for field in ("resource_type", "resource_id", "source"):
+        if filters.get(field):
+            where.append(f"{column(field)} = %s")
+            params.append(filters[field])
+    if filters.get("since"):
+        where.append(f"{column('created_at')} >= %s")
+        params.append(filters["since"])
+    if filters.get("until"):
+        where.append(f"{column('created_at')} < %s")
+        params.append(filters["until"])
+    if keyset.position is not None:
+        field = meta.get_field(keyset.position_field)
+        where.append(f"{column(field.name)} {'<' if keyset.position_lookup == 'lt' else '>'} %s")
+        params.append(field.get_prep_value(keyset.position))
+    order = ", ".join(
+        f"{column(name.lstrip('-'))} {'DESC' if name.startswith('-') else 'ASC'}" for name in keyset.ordering
+    )
+    sql = (
+        f"SELECT {', '.join(column(name) for name in columns)} FROM {ops.quote_name(meta.db_table)} "
+        f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT {int(keyset.limit)}"
+    )
+    if keyset.offset:
+        sql += f" OFFSET {int(keyset.offset)}"
+    return sql, params
+
+
+@functools.cache
+def _operations():
+    """The default database's operations (quoting, LIKE escaping), taken once: in the event
+    loop ``connection`` would build a DatabaseWrapper for every request's context."""
+    return connection.ops
+
+
+@functools.cache
+def _quoted_column(name: str) -> str:
+    return _operations().quote_name(AuditRecord._meta.get_field(name).column)
 
 
 def audit_export_batches(records: QuerySet[AuditRecord], *, batch_size: int = 1000) -> Iterator[list[AuditRecord]]:

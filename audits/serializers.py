@@ -103,6 +103,19 @@ def _datetime_renderer():
     return _DATETIME.to_representation
 
 
+def audit_record_values(rows) -> list[dict]:
+    """``.values(*AUDIT_ROW_FIELDS)``'s dicts from a raw statement's tuples of those columns
+    (``selectors.audit_record_page_statement``), ``details`` loaded as the ORM loads it."""
+    details = AuditRecord._meta.get_field("details")
+    at = AUDIT_ROW_FIELDS.index("details")
+    values = []
+    for row in rows:
+        value = dict(zip(AUDIT_ROW_FIELDS, row, strict=True))
+        value["details"] = details.from_db_value(row[at], None, None)
+        values.append(value)
+    return values
+
+
 def audit_record_rows(rows) -> list[dict]:
     """``AuditRecordSerializer(many=True).data`` for rows of ``.values(*AUDIT_ROW_FIELDS)``."""
     when = _datetime_renderer()

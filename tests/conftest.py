@@ -70,6 +70,11 @@ def _isolated_cache_and_tasks(settings):
     from channels.layers import channel_layers
 
     channel_layers.backends.clear()
+    # Likewise the event loop's database pool (config/api/asyncdb.py): its connections
+    # would outlive the test's loop and keep the test database busy at teardown.
+    from config.api import asyncdb
+
+    asyncdb.discard_all()
 
 
 def clear_test_cache() -> None:

@@ -93,7 +93,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         # Budget: PostgreSQL max_connections >= processes x DB_POOL_MAX_SIZE.
         "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
-        "timeout": env.int("DB_POOL_TIMEOUT", default=10),
+        "timeout": env.int("DB_POOL_TIMEOUT", default=10),  # DB_POOL_TIMEOUT below
     }
 else:
     # SQLite: a writer waits up to 20 s for the lock. Transactions take the write lock at
@@ -101,6 +101,13 @@ else:
     # that both read and then write fail at once with "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Seconds a request waits for a pooled database connection (sync pool above, async pool below).
+DB_POOL_TIMEOUT = env.int("DB_POOL_TIMEOUT", default=10)
+# The event loop's own pool for hot reads (config/api/asyncdb.py; PostgreSQL only), one per
+# web process beside the sync pool: budget max_connections >= processes x (DB_POOL_MAX_SIZE +
+# ASYNC_DB_POOL_MAX_SIZE). 0 turns it off (those reads go through the ORM in a thread).
+ASYNC_DB_POOL_MIN_SIZE = env.int("ASYNC_DB_POOL_MIN_SIZE", default=1)
+ASYNC_DB_POOL_MAX_SIZE = env.int("ASYNC_DB_POOL_MAX_SIZE", default=10)
 
 if not SECRET_KEY:
     if DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3" and not DEBUG:

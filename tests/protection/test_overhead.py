@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.test import override_settings
 
+from config.api import asyncdb
 from config.api.ratelimit import tenant_usage
 from tests.accounts.factories import UserFactory
 from tests.helpers import assert_error, client_for
@@ -220,3 +221,11 @@ async def test_a_request_under_asgi_hops_to_a_thread_only_for_sync_work(thread_h
     thread_hops.clear()
     assert await serve(ME, token) == 200
     assert thread_hops == []
+
+    # The audit page's query runs in the event loop (config/api/asyncdb.py): no hop of
+    # its own either (was one, for list_body), and the app's handler none. Its pool is
+    # closed in this test's loop.
+    thread_hops.clear()
+    assert await serve("/api/v1/audits/", token) == 200
+    assert thread_hops == []
+    await asyncdb.aclose_all()
