@@ -31,3 +31,25 @@ def client_for(user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens_for(user).access}")
     return client
+
+
+def asgi_scope(path: str, token: str | None = None, *, method="GET", scheme="https", query=b"", headers=()) -> dict:
+    """The HTTP scope of one request as the server hands it to the ASGI application
+    (host ``testserver``), with a bearer ``token`` when given."""
+    raw = [(b"host", b"testserver"), *headers]
+    if token:
+        raw.append((b"authorization", f"Bearer {token}".encode()))
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": raw,
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 443 if scheme == "https" else 80),
+    }

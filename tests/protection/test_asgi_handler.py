@@ -26,7 +26,7 @@ from config.api.auth import JWTAuthentication
 from config.asgi import application
 from config.urls import urlpatterns as base_patterns
 from tests.accounts.factories import UserFactory
-from tests.helpers import client_for
+from tests.helpers import asgi_scope, client_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,23 +43,7 @@ class Call:
     """One ASGI request through the whole application, able to leave early."""
 
     def __init__(self, path: str, token: str | None = None):
-        headers = [(b"host", b"testserver"), (b"accept", b"application/json")]
-        if token:
-            headers.append((b"authorization", f"Bearer {token}".encode()))
-        self.scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "https",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 5000),
-            "server": ("testserver", 443),
-        }
+        self.scope = asgi_scope(path, token, headers=[(b"accept", b"application/json")])
         self.status, self.sent_body, self.gone = None, False, asyncio.Event()
 
     def leave(self) -> None:

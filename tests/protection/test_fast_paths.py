@@ -17,7 +17,7 @@ from config.api.callers import CallerCache, callers
 from config.asgi import application
 from conversations.models import Conversation
 from tests.accounts.factories import UserFactory
-from tests.helpers import assert_error, client_for
+from tests.helpers import asgi_scope, assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -36,25 +36,9 @@ def token_for(user) -> str:
 
 async def asgi(method, path, token=None, *, query=b"", body=b"", headers=()):
     """One request through the whole ASGI application: (status, headers, body)."""
-    raw = [(b"host", b"testserver"), *headers]
-    if token:
-        raw.append((b"authorization", f"Bearer {token}".encode()))
     if body:
-        raw += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": raw,
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
+        headers = [*headers, (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = asgi_scope(path, token, method=method, scheme="http", query=query, headers=headers)
     sent, started, chunks, done = [], {}, [], asyncio.Event()
 
     async def receive():

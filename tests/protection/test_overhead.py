@@ -15,7 +15,7 @@ from django.test import override_settings
 from config.api import asyncdb
 from config.api.ratelimit import tenant_usage
 from tests.accounts.factories import UserFactory
-from tests.helpers import assert_error, client_for
+from tests.helpers import asgi_scope, assert_error, client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -142,23 +142,7 @@ async def serve(path: str, token: str | None = None) -> int:
     """One HTTP request through the ASGI application as daphne serves it; its status."""
     from config.asgi import application
 
-    headers = [(b"host", b"testserver")]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "https",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 443),
-    }
+    scope = asgi_scope(path, token)
     status, received, done = [], [], asyncio.Event()
 
     async def receive():
