@@ -388,7 +388,7 @@ async def test_event_stream_resume_point_past_bigint_is_400(header):
 def test_hostile_bodies_are_refused_in_linear_time(body):
     """A body near the upload limit is judged in milliseconds, whatever its shape (the
     bound is generous: before the fix such a body took hours)."""
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a loaded machine delays, it adds none
     with pytest.raises(parsers.InvalidJSON):
         parsers.loads(body)
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0

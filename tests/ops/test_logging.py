@@ -68,7 +68,7 @@ def test_redaction_of_hostile_text_is_linear():
     once from every "eyJ" in it (24 KB took half a second). The bound is generous."""
     from config.api.logging import redact
 
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a loaded machine delays, it adds none
     redact("/api/" + "eyJ" * 100_000)
     redact("?token=" + "eyJa." * 50_000)
-    assert time.perf_counter() - started < 0.5
+    assert time.thread_time() - started < 0.5
