@@ -166,12 +166,16 @@ class Writes:
         sets, params = [], []
         for name, value in values.items():
             f = meta.get_field(name)
-            cast = f.cast_db_type(connection)
+            # As for inserts (``_columns``): into a text column no cast, since an explicit
+            # cast to varchar(n) truncates where the assignment fails ("value too long"),
+            # as the ORM's UPDATE does.
+            text = (f.db_type(connection) or "").startswith(("varchar", "text"))
+            cast = "text" if text else f.cast_db_type(connection)
             if isinstance(value, Ref):
                 sources[value.step.name] = None
                 sets.append(f"{qn(f.column)} = CAST({value.sql} AS {cast})")
             else:
-                sets.append(f"{qn(f.column)} = CAST(%s AS {cast})")
+                sets.append(f"{qn(f.column)} = %s" if text else f"{qn(f.column)} = CAST(%s AS {cast})")
                 params.append(f.get_db_prep_save(value, connection=connection))
         where = [f"{qn(meta.db_table)}.{qn(meta.pk.column)} = %s"]
         params.append(pk)

@@ -7,7 +7,7 @@ nothing left behind by a write that fails, audit records complete and sealable."
 import threading
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from audits.models import AuditChain, AuditRecord
@@ -308,3 +308,21 @@ def test_the_202_path_queues_its_run_after_the_statement_committed(real_stack, s
     run = AgentRun.objects.get(pk=turn.run.pk)
     assert run.status == "completed"
     assert Message.objects.get(pk=run.reply_message_id).seq == 2
+
+
+def test_an_update_of_a_text_column_fails_on_an_overlong_value_as_the_orm_does(real_stack, user):
+    # An explicit cast to varchar(n) would cut the value to n characters and store it.
+    conversation = ConversationFactory(owner=user, title="kept")
+    writes = statements.Writes()
+    writes.update(Conversation, pk=conversation.pk, values={"title": "x" * 201})
+
+    with pytest.raises(DataError), transaction.atomic():
+        writes.execute()
+
+    conversation.refresh_from_db()
+    assert conversation.title == "kept"
+    fits = statements.Writes()
+    fits.update(Conversation, pk=conversation.pk, values={"title": "y" * 200})
+    fits.execute()
+    conversation.refresh_from_db()
+    assert conversation.title == "y" * 200
