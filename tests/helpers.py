@@ -1,5 +1,9 @@
 """Helpers shared by the test modules (fixtures stay in tests/conftest.py)."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import connection
 from rest_framework.test import APIClient
 
 
@@ -53,3 +57,20 @@ def asgi_scope(path: str, token: str | None = None, *, method="GET", scheme="htt
         "client": ("127.0.0.1", 5000),
         "server": ("testserver", 443 if scheme == "https" else 80),
     }
+
+
+def run_together(n: int, call) -> list:
+    """Runs ``call(i)`` in ``n`` threads released at once and returns their results in
+    order (the first exception raised in a thread is raised here); each thread closes its
+    own database connection."""
+    barrier = threading.Barrier(n)
+
+    def worker(i):
+        try:
+            barrier.wait(timeout=10)
+            return call(i)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(worker, range(n)))

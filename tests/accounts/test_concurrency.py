@@ -1,33 +1,14 @@
 """Races on PostgreSQL: concurrent registrations of one tenant name, concurrent refreshes
 of one refresh token. Real threads, real connections, committed rows."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from accounts.models import Tenant, User
 from audits.models import AuditRecord
+from tests.helpers import run_together
 
 pytestmark = [pytest.mark.realstack, pytest.mark.django_db(transaction=True)]
-
-
-def run_together(n: int, call) -> list:
-    """Runs ``call(i)`` in ``n`` threads released at once; each thread closes its own
-    database connection."""
-    barrier = threading.Barrier(n)
-
-    def worker(i):
-        try:
-            barrier.wait(timeout=10)
-            return call(i)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(worker, range(n)))
 
 
 def test_concurrent_registrations_of_one_tenant_name_all_succeed(real_stack):

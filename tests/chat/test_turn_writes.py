@@ -4,8 +4,6 @@ record; the reply with its run's settling and record. Every guarantee of the sep
 statements holds: gapless seqs under concurrent writers, one message per client_message_id,
 nothing left behind by a write that fails, audit records complete and sealable."""
 
-import threading
-
 import pytest
 from django.db import DataError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -20,6 +18,7 @@ from conversations.models import Conversation, Message
 from conversations.services import message_create, message_send
 from tests.accounts.factories import UserFactory
 from tests.conversations.factories import ConversationFactory
+from tests.helpers import run_together
 
 pytestmark = pytest.mark.django_db
 
@@ -149,26 +148,13 @@ def test_a_settled_turn_names_its_reply(user):
 def test_concurrent_turns_in_one_conversation_keep_seq_order_without_gaps(real_stack):
     owner = UserFactory()
     conversation = ConversationFactory(owner=owner)
-    writers, per_writer, errors = 6, 5, []
-    barrier = threading.Barrier(writers)
+    writers, per_writer = 6, 5
 
-    def write():
-        try:
-            barrier.wait()
-            for i in range(per_writer):
-                turns.turn_begin(user=owner, content=f"m{i}", conversation_id=conversation.pk)
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def write(_):
+        for i in range(per_writer):
+            turns.turn_begin(user=owner, content=f"m{i}", conversation_id=conversation.pk)
 
-    threads = [threading.Thread(target=write) for _ in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
+    run_together(writers, write)  # raises the first error a writer met
     total = writers * per_writer
     messages = list(Message.objects.filter(conversation=conversation).order_by("seq"))
     assert [m.seq for m in messages] == list(range(1, total + 1))
@@ -186,28 +172,13 @@ def test_concurrent_turns_in_one_conversation_keep_seq_order_without_gaps(real_s
 def test_concurrent_resends_of_one_client_message_id_store_one_turn(real_stack):
     owner = UserFactory()
     conversation = ConversationFactory(owner=owner)
-    senders, errors, got = 6, [], []
-    barrier = threading.Barrier(senders)
+    senders = 6
 
-    def send():
-        try:
-            barrier.wait()
-            turn = turns.turn_enqueue(
-                user=owner, conversation_id=conversation.pk, content="once", client_message_id="same"
-            )
-            got.append((turn.message.pk, turn.run.pk))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def send(_):
+        turn = turns.turn_enqueue(user=owner, conversation_id=conversation.pk, content="once", client_message_id="same")
+        return turn.message.pk, turn.run.pk
 
-    threads = [threading.Thread(target=send) for _ in range(senders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
+    got = run_together(senders, send)  # raises the first error a sender met
     assert len(set(got)) == 1 and len(got) == senders
     assert Message.objects.filter(conversation=conversation, role="user").count() == 1
     assert Message.objects.get(conversation=conversation, role="user").seq == 1
