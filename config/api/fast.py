@@ -135,9 +135,10 @@ def _accepts_plain_json(request) -> bool:
     return True
 
 
-async def _caller(request):
-    """The authenticated caller, counted against their tenant's budget; None when DRF
-    must answer (no or a bad token). Returns (user, error response or None)."""
+async def _caller(request, allow):
+    """The authenticated caller, counted against their tenant's budget. Returns
+    ``(user, refusal)``: user None when DRF must answer (no or a bad token); refusal the
+    429 envelope when the caller is over the limit, else None."""
     user = await _AUTHENTICATION.aauthenticate(request)
     if user is None:
         return None, None
@@ -148,16 +149,14 @@ async def _caller(request):
         usage = await sync_to_async(ratelimit.tenant_usage)(user=user)
     request.rate_limit_usage = usage
     if usage.limited:
-        return user, None
-    return user, usage
+        return user, error_response(Throttled(wait=usage.retry_after), allow)
+    return user, None
 
 
 async def _serve_get(request, get, allow, args, kwargs):
-    user, usage = await _caller(request)
-    if user is None:
-        return None
-    if usage is None:
-        return error_response(Throttled(wait=request.rate_limit_usage.retry_after), allow)
+    user, refusal = await _caller(request, allow)
+    if user is None or refusal is not None:
+        return refusal
     try:
         body = await get(request, user, *args, **kwargs)
     except APIException as exc:
@@ -166,11 +165,9 @@ async def _serve_get(request, get, allow, args, kwargs):
 
 
 async def _serve_replay(request, allow):
-    user, usage = await _caller(request)
-    if user is None:
-        return None
-    if usage is None:
-        return error_response(Throttled(wait=request.rate_limit_usage.retry_after), allow)
+    user, refusal = await _caller(request, allow)
+    if user is None or refusal is not None:
+        return refusal
     key = request.headers[idempotency.HEADER]
     if not idempotency.key_is_valid(key):
         return None
@@ -248,11 +245,9 @@ async def _serve_post(request, post: FastPost, allow, args, kwargs):
     key = request.headers.get(idempotency.HEADER) if post.idempotent else None
     if key is not None and not idempotency.key_is_valid(key):
         return None  # DRF's 400 invalid_idempotency_key
-    user, usage = await _caller(request)
-    if user is None:
-        return None
-    if usage is None:
-        return error_response(Throttled(wait=request.rate_limit_usage.retry_after), allow)
+    user, refusal = await _caller(request, allow)
+    if user is None or refusal is not None:
+        return refusal
     try:
         data = parsers.loads(request.body)
     except (parsers.InvalidJSON, RequestDataTooBig):
