@@ -25,7 +25,7 @@ def _seed_module():
     return module
 
 
-def test_seeded_audit_rows_are_sealed_and_the_sealer_chains_on_after_them():
+def test_seeded_audit_rows_are_sealed_and_the_sealer_chains_on_after_them(real_stack):
     assert connection.vendor == "postgresql", "bench/seed.py fills the table with generate_series (PostgreSQL)"
     tenant = TenantFactory()
     owner = UserFactory(tenant=tenant, role="owner")

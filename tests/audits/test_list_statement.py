@@ -126,7 +126,7 @@ def test_actor_since_until_and_a_members_scope_match_the_orm_path(tenant):
             assert actors <= {member.pk}
 
 
-def test_the_statement_is_one_query_on_the_fast_path(user, django_assert_num_queries):
+def test_the_statement_is_one_query_on_the_fast_path(real_stack, user, django_assert_num_queries):
     seed_trail(user.tenant, [user])
     client = client_for(user)
     client.get(AUDITS)  # the caller is cached now
@@ -213,7 +213,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_under_asgi_a_stopped_postgresql_is_a_503_with_retry_after(settings, monkeypatch, async_pool):
+async def test_under_asgi_a_stopped_postgresql_is_a_503_with_retry_after(real_stack, settings, monkeypatch, async_pool):
     user = await database_sync_to_async(UserFactory)(role="owner")
     token = await database_sync_to_async(token_for)(user)
     assert (await asgi("GET", "/api/v1/auth/me", token))[0] == 200  # the caller is cached
@@ -233,7 +233,7 @@ async def test_under_asgi_a_stopped_postgresql_is_a_503_with_retry_after(setting
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_under_asgi_a_pooled_connection_killed_by_a_restart_is_replaced(async_pool):
+async def test_under_asgi_a_pooled_connection_killed_by_a_restart_is_replaced(real_stack, async_pool):
     user = await database_sync_to_async(UserFactory)(role="owner")
     await database_sync_to_async(audit_record)(tenant=user.tenant, actor=user, action="custom.before")
     token = await database_sync_to_async(token_for)(user)

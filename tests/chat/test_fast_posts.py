@@ -135,7 +135,7 @@ async def test_a_resent_client_message_id_is_200_with_the_stored_turn():
 # ------------------------------------------------------------------------ idempotency
 
 
-async def test_an_idempotency_key_replays_refuses_another_body_and_creates_one_thing():
+async def test_an_idempotency_key_replays_refuses_another_body_and_creates_one_thing(real_stack):
     user, token, conversation = await caller()
     path, body = messages_path(conversation), payload(content="keyed")
 
@@ -178,7 +178,7 @@ async def test_keyed_posts_replay_on_the_embedded_defaults_local_memory_cache(se
     assert await count(Conversation, title="embedded") == 1
 
 
-async def test_two_concurrent_posts_with_one_key_create_one_message():
+async def test_two_concurrent_posts_with_one_key_create_one_message(real_stack):
     user, token, conversation = await caller()
     path, body = messages_path(conversation), payload(content="twice at once")
 

@@ -53,7 +53,7 @@ def test_each_accepted_run_is_handed_over_once_with_its_request_id(user, sender)
     assert AgentRun.objects.filter(pk__in=accepted, enqueue_failed_at__isnull=True).count() == 5
 
 
-def test_a_refused_batch_marks_every_run_for_the_relay(user, sender):
+def test_a_refused_batch_marks_every_run_for_the_relay(real_stack, user, sender):
     _, state = sender
     state["refuse"] = True
     conversation = ConversationFactory(owner=user)
@@ -77,7 +77,7 @@ def test_a_rolled_back_turn_hands_nothing_over(user, sender):
     assert not AgentRun.objects.exists()
 
 
-def test_the_202_view_gives_its_connection_back_to_the_pool_outside_a_transaction(user):
+def test_the_202_view_gives_its_connection_back_to_the_pool_outside_a_transaction(real_stack, user):
     list(AgentRun.objects.all()[:1])  # opens this thread's connection
     assert connection.connection is not None
 

@@ -47,7 +47,7 @@ def _pending_delivery(auth_api, account, django_capture_on_commit_callbacks):
 
 
 def test_a_pending_delivery_is_claimed_sent_and_settled_in_pinned_statements(
-    auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries, monkeypatch
+    real_stack, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries, monkeypatch
 ):
     delivery = _pending_delivery(auth_api, whatsapp.account, django_capture_on_commit_callbacks)
     from hub.connectors.base import connector_for
@@ -70,7 +70,7 @@ def test_a_pending_delivery_is_claimed_sent_and_settled_in_pinned_statements(
 
 
 def test_the_hubs_share_of_a_post_is_three_statements(
-    auth_api, whatsapp, django_capture_on_commit_callbacks, monkeypatch
+    real_stack, auth_api, whatsapp, django_capture_on_commit_callbacks, monkeypatch
 ):
     conversation = _bound_conversation(auth_api, whatsapp.account)
     handed = []  # the broker, at its boundary: what the worker would get
@@ -112,7 +112,7 @@ def _delivered_report(account, delivery):
 
 
 def test_a_status_webhook_is_one_statement_once_its_account_is_known(
-    api, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries
+    real_stack, api, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
     first, second = _pending_deliveries(auth_api, whatsapp.account, django_capture_on_commit_callbacks, 2)
     inbound.webhook_keys.clear()
@@ -134,7 +134,7 @@ def test_a_status_webhook_is_one_statement_once_its_account_is_known(
 
 
 def test_a_batch_of_reports_of_one_status_is_one_statement(
-    api, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries
+    real_stack, api, auth_api, whatsapp, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
     pending = _pending_deliveries(auth_api, whatsapp.account, django_capture_on_commit_callbacks, 3)
     payload = platforms.whatsapp_statuses_batch(

@@ -304,7 +304,7 @@ def test_the_webhook_answers_other_methods_with_the_405_envelope(api):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_copies_of_one_report_move_the_message_once(user):
+def test_concurrent_copies_of_one_report_move_the_message_once(real_stack, user):
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connection
@@ -364,7 +364,7 @@ def test_kept_account_keys_expire_are_bounded_and_can_be_turned_off(settings):
 
 
 def test_with_the_key_cache_off_every_report_reads_its_account(
-    api, auth_api, whatsapp, settings, django_capture_on_commit_callbacks, django_assert_num_queries
+    real_stack, api, auth_api, whatsapp, settings, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
     settings.HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS = 0
     first, second = _accepted_deliveries(auth_api, whatsapp.account, django_capture_on_commit_callbacks, 2)

@@ -159,7 +159,7 @@ async def test_a_request_with_no_hop_keeps_every_guarantee_of_the_floor(caplog, 
     assert REGISTRY.get_sample_value("http_requests_total", labels) == counted + 1
 
 
-async def test_a_request_with_sync_work_is_finished_in_its_thread(hops, finished_in, monkeypatch, token):
+async def test_a_request_with_sync_work_is_finished_in_its_thread(real_stack, hops, finished_in, monkeypatch, token):
     # The caller is loaded from the database in the request's thread (a cache miss): the
     # connection it opened is closed by request_finished's receivers in that same thread.
     loaded_in = []
@@ -185,7 +185,9 @@ async def test_a_sync_view_closes_its_connection_in_its_thread(hops, finished_in
     assert finished_in and finished_in[-1] != threading.get_ident()
 
 
-async def test_an_error_response_hops_for_djangos_log_line_only_when_it_is_written(hops, caplog, settings, token):
+async def test_an_error_response_hops_for_djangos_log_line_only_when_it_is_written(
+    real_stack, hops, caplog, settings, token
+):
     # A 429 from the fast path (rate limit in the event loop, the caller cached).
     settings.RATE_LIMIT_FREE = 1
     assert await Call(ME, token)() == 200

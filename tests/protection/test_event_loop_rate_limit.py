@@ -23,7 +23,7 @@ def counters() -> dict:
     return {key: (int(client.get(key)), client.ttl(key)) for key in keys}
 
 
-async def test_the_counter_expires_with_its_window_and_survives_a_script_flush(settings):
+async def test_the_counter_expires_with_its_window_and_survives_a_script_flush(real_stack, settings):
     settings.RATE_LIMIT_FREE = 10
     user = await database_sync_to_async(UserFactory)()
     token = await database_sync_to_async(token_for)(user)

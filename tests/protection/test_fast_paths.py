@@ -294,7 +294,7 @@ def test_the_cache_is_bounded(user, settings):
 # ------------------------------------------------------------------------ idempotent replay
 
 
-def test_a_replay_is_served_from_the_redis_copy_without_a_query(user, django_assert_num_queries):
+def test_a_replay_is_served_from_the_redis_copy_without_a_query(real_stack, user, django_assert_num_queries):
     client = client_for(user)
     headers = {"HTTP_IDEMPOTENCY_KEY": "fast-replay-1"}
     first = client.post("/api/v1/conversations/", {"title": "once"}, format="json", **headers)
@@ -312,7 +312,7 @@ def test_a_replay_is_served_from_the_redis_copy_without_a_query(user, django_ass
     assert drf.content == replay.content and drf["Allow"] == replay["Allow"]
 
 
-def test_without_the_copy_a_replay_is_one_query_on_the_row(user, django_assert_num_queries):
+def test_without_the_copy_a_replay_is_one_query_on_the_row(real_stack, user, django_assert_num_queries):
     client = client_for(user)
     headers = {"HTTP_IDEMPOTENCY_KEY": "fast-replay-row"}
     first = client.post("/api/v1/conversations/", {"title": "row"}, format="json", **headers)
@@ -357,7 +357,7 @@ async def test_under_asgi_a_replay_is_the_stored_response():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_under_asgi_a_replay_without_the_copy_reads_the_row():
+async def test_under_asgi_a_replay_without_the_copy_reads_the_row(real_stack):
     user = await database_sync_to_async(UserFactory)()
     token = await database_sync_to_async(token_for)(user)
     key = ((b"idempotency-key", b"asgi-replay-row"),)

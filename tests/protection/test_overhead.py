@@ -184,7 +184,7 @@ CLOSE_IN_THE_REQUEST_THREAD = "HttpResponseBase.close"
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_request_under_asgi_hops_to_a_thread_only_for_sync_work(thread_hops):
+async def test_a_request_under_asgi_hops_to_a_thread_only_for_sync_work(real_stack, thread_hops):
     """Under ASGI a thread only for sync work: /health (an async view) hops to none (16
     before the Inline* middleware, 2 with Django's handler); /api/v1/auth/me is served async
     (config/api/fast.py): one hop to load the caller on a cache miss, and the close in that
