@@ -29,16 +29,29 @@ included. A third hop, on error responses only: Django logs every response of 40
 to ``django.request`` from a thread; that hop is made only when the logger would write the
 line (our LOGGING keeps it at ERROR, so a 4xx hopped to log nothing).
 
-``handle`` and ``get_response_async`` are Django 5.2's with those calls replaced (marked),
-``close_response`` follows ``HttpResponseBase.close``; a test pins the source of Django's
-three methods, so an upgrade that changes any fails loudly.
+The request's thread itself is reused: Django's ``__call__`` enters a
+``ThreadSensitiveContext()`` per request, for which asgiref starts a new thread on the
+request's first sync call and stops it at the end. Starting a thread blocks the event loop
+until the new thread has run, which under load waits for the GIL: py-spy on the served
+``POST …/messages`` (202) path under 50 connections put a fifth of the process's GIL time
+in ``Thread.start`` (docs/benchmarks.md, "Fifth round"). Here each request's context is
+given a single-thread executor from a free list (``REQUEST_THREADS``) and hands it back when
+the request ends; a thread still busy then (a turn an SSE client left) is not reused but
+stopped once its work is done. A request's thread closes its database connections at the
+request's end as before (``request_finished`` in that thread), so a reused thread starts
+with none, as a new one does.
+
+``handle``, ``get_response_async`` and ``__call__`` are Django 5.2's with those calls
+replaced (marked), ``close_response`` follows ``HttpResponseBase.close``; a test pins the
+source of Django's four methods, so an upgrade that changes any fails loudly.
 """
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import django
-from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
+from asgiref.sync import AsyncToSync, SyncToAsync, ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.core import signals
 from django.core.cache import close_caches
@@ -72,14 +85,65 @@ def _inline_receivers(signal, sender):
     return [receiver for receiver in sync_receivers if receiver in PER_CONTEXT_RECEIVERS]
 
 
+class RequestThread(ThreadPoolExecutor):
+    """One request's thread (asgiref wants an executor that runs one call at a time on one
+    thread), which remembers what this request gave it."""
+
+    def __init__(self):
+        super().__init__(max_workers=1, thread_name_prefix="request")
+        self.futures = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+    @property
+    def used(self) -> bool:
+        return bool(self.futures)
+
+    def idle(self) -> bool:
+        return all(future.done() for future in self.futures)
+
+
+class RequestThreads:
+    """The free list of request threads: taken when a request starts, given back when it
+    ends. At most ``keep`` wait there (the rest stop); a thread still running what its
+    request gave it stops once done instead of serving the next request behind it."""
+
+    def __init__(self, keep: int = 64):
+        self.keep = keep
+        self.free: list[RequestThread] = []
+
+    def take(self) -> RequestThread:
+        try:
+            return self.free.pop()
+        except IndexError:
+            return RequestThread()
+
+    def give(self, thread: RequestThread) -> None:
+        if thread.idle() and len(self.free) < self.keep:
+            thread.futures.clear()
+            self.free.append(thread)
+        else:
+            thread.shutdown(wait=False)
+
+
+REQUEST_THREADS = RequestThreads()
+
+
 def _request_thread_used() -> bool:
     """Whether thread-sensitive sync work of this request may hold a thread's state (its
-    database connections): a request thread was created, or such work goes to a thread
-    shared beyond this request (a parent ``async_to_sync``, no per-request context)."""
+    database connections): the request's thread ran something, or such work goes to a
+    thread shared beyond this request (a parent ``async_to_sync``, no per-request
+    context)."""
     if getattr(AsyncToSync.executors, "current", None) is not None:
         return True
     context = SyncToAsync.thread_sensitive_context.get(None)
-    return context is None or context in SyncToAsync.context_to_thread_executor
+    if context is None:
+        return True
+    executor = SyncToAsync.context_to_thread_executor.get(context)
+    return executor is not None and getattr(executor, "used", True)
 
 
 async def send_request_started(sender, scope) -> None:
@@ -164,6 +228,18 @@ class AppASGIHandler(ASGIHandler):
                     request=request,
                 )
         return response
+
+    async def __call__(self, scope, receive, send):
+        """Django 5.2's ``ASGIHandler.__call__``; the request's thread is taken from
+        ``REQUEST_THREADS`` (module docstring) and given back."""
+        if scope["type"] != "http":
+            raise ValueError("Django can only handle ASGI/HTTP connections, not %s." % scope["type"])
+        thread = REQUEST_THREADS.take()  # changed: was ThreadSensitiveContext() alone
+        try:
+            async with ThreadSensitiveContext(executor=thread):
+                await self.handle(scope, receive, send)
+        finally:
+            REQUEST_THREADS.give(thread)
 
     async def handle(self, scope, receive, send):
         """Django 5.2's ``ASGIHandler.handle``; the two changes are marked."""

@@ -17,6 +17,7 @@ from django.core import signals
 from django.core.cache import close_caches
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.core.handlers.base import BaseHandler, reset_urlconf
+from django.db import connection
 from django.http import FileResponse, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
@@ -25,6 +26,7 @@ from config.api import asgi_handler
 from config.api.auth import JWTAuthentication
 from config.asgi import application
 from config.urls import urlpatterns as base_patterns
+from accounts.models import User
 from tests.accounts.factories import UserFactory
 from tests.helpers import asgi_scope, client_for
 
@@ -37,6 +39,7 @@ ME = "/api/v1/auth/me"
 DJANGO_HANDLE_SHA256 = "98faeb5bef800331e6a8002fbc96b30e4122a23438ae45a047190a531ea11323"
 DJANGO_GET_RESPONSE_ASYNC_SHA256 = "ad82c920df0cebbb52b1ebafe6ab8b5541f200c39fa954a148b01f60725b715b"
 DJANGO_RESPONSE_CLOSE_SHA256 = "84589f5b23acbb23aa9010f3506ef411b72b1053f2fc2764590e2b3bf3470438"
+DJANGO_CALL_SHA256 = "f756809e9c9308dcccb78a301fccf09196e80cdc4745690f80384d09b69dd102"
 
 
 class Call:
@@ -303,8 +306,86 @@ def test_the_copied_methods_are_djangos_as_they_were_copied():
     assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_GET_RESPONSE_ASYNC_SHA256
     source = inspect.getsource(HttpResponseBase.close)
     assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_RESPONSE_CLOSE_SHA256
+    source = inspect.getsource(ASGIHandler.__call__)
+    assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_CALL_SHA256
     ours = Path(asgi_handler.__file__).read_text()
-    assert ours.count("# changed:") == 4
+    assert ours.count("# changed:") == 5
+
+
+def seen_in_thread(request):
+    """A sync view: the thread it runs in, and whether that thread held a database
+    connection when it began; then it opens one (a query)."""
+    SEEN.append((threading.get_ident(), connection.connection is None))
+    User.objects.exists()
+    return JsonResponse({})
+
+
+SEEN = []
+
+
+async def test_a_request_thread_is_reused_and_begins_with_no_connection(settings, finished_in):
+    settings.ROOT_URLCONF = __name__
+    SEEN.clear()
+    assert await Call("/test/thread")() == 200
+    started = threading.active_count()
+
+    assert await Call("/test/thread")() == 200
+    assert await Call("/test/thread")() == 200
+
+    (first, fresh_1), (second, fresh_2), (third, fresh_3) = SEEN
+    assert first == second == third != threading.get_ident()  # the same thread, not the loop's
+    assert fresh_1 and fresh_2 and fresh_3  # the query's connection was closed at each request's end
+    assert threading.active_count() == started  # no thread started for the later requests
+    assert finished_in[-3:] == [first] * 3  # request_finished in that thread each time
+
+
+async def test_concurrent_requests_each_have_a_thread_of_their_own(settings):
+    settings.ROOT_URLCONF = __name__
+    SEEN.clear()
+    HOLDING.clear()
+    HOLD_RELEASE.clear()
+    held = asyncio.ensure_future(Call("/test/hold")())
+    await asyncio.wait_for(asyncio.to_thread(HOLDING.wait, 5), 6)
+
+    # Served while the first request's thread is held: not queued behind it.
+    assert await asyncio.wait_for(Call("/test/thread")(), 3) == 200
+    HOLD_RELEASE.set()
+    assert await asyncio.wait_for(held, 5) == 200
+    assert SEEN[0][0] != HOLD[-1]
+
+
+HOLD, HOLDING, HOLD_RELEASE = [], threading.Event(), threading.Event()
+
+
+def hold(request):
+    HOLD.append(threading.get_ident())
+    HOLDING.set()
+    HOLD_RELEASE.wait(5)
+    return JsonResponse({})
+
+
+def test_a_thread_still_busy_when_given_back_is_stopped_not_reused():
+    threads = asgi_handler.RequestThreads(keep=1)
+    release = threading.Event()
+    busy = threads.take()
+    running = busy.submit(release.wait, 5)
+    threads.give(busy)  # its work goes on: not reused...
+    assert threads.free == []
+    assert threads.take() is not busy
+    release.set()
+    assert running.result(5) is True  # ...and the work it had is done, then the thread stops
+    (worker,) = busy._threads
+    worker.join(5)
+    assert not worker.is_alive()
+
+    idle = threads.take()
+    idle.submit(int).result(5)
+    threads.give(idle)
+    assert threads.take() is idle and not idle.used  # reused, with nothing of its last request
+    threads.give(idle)
+    extra = asgi_handler.RequestThread()
+    threads.give(extra)  # past keep=1: stopped, not kept
+    assert threads.free == [idle]
 
 
 SLOW_STARTED, SLOW_CANCELLED = asyncio.Event(), asyncio.Event()
@@ -320,4 +401,9 @@ async def slow(request):
     return JsonResponse({})
 
 
-urlpatterns = [path("test/slow", slow), *base_patterns]
+urlpatterns = [
+    path("test/slow", slow),
+    path("test/thread", seen_in_thread),
+    path("test/hold", hold),
+    *base_patterns,
+]
