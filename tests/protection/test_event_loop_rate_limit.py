@@ -38,3 +38,54 @@ async def test_the_counter_expires_with_its_window_and_survives_a_script_flush(r
     assert 0 < ttl <= 60 + EXPIRATION_FUDGE
     assert [first[0], second[0], drf[0]] == [200, 200, 200]
     assert [a[1]["x-ratelimit-remaining"] for a in (first, second, drf)] == ["9", "8", "7"]
+
+
+def evalsha_calls() -> int:
+    stats = cache.client.get_client(write=True).info("commandstats")
+    return stats.get("cmdstat_evalsha", {}).get("calls", 0) + stats.get("cmdstat_eval", {}).get("calls", 0)
+
+
+async def test_concurrent_requests_of_a_tenant_share_a_count_and_each_gets_its_own(real_stack, settings):
+    """Requests arriving together are counted in one command, with the counts one command
+    each would give: distinct remaining values, and the limit refuses exactly the excess."""
+    import asyncio
+
+    settings.RATE_LIMIT_FREE = 12
+    user = await database_sync_to_async(UserFactory)()
+    token = await database_sync_to_async(token_for)(user)
+    assert (await asgi("GET", ME, token))[0] == 200  # the caller cached, the script loaded
+    calls = await database_sync_to_async(evalsha_calls)()
+
+    answers = await asyncio.gather(*(asgi("GET", ME, token) for _ in range(15)))
+
+    sent = await database_sync_to_async(evalsha_calls)() - calls
+    statuses = sorted(status for status, _headers, *_ in answers)
+    remaining = sorted(int(headers["x-ratelimit-remaining"]) for status, headers, *_ in answers if status == 200)
+    assert statuses == [200] * 11 + [429] * 4  # 1 + 11 = the budget of 12; the 4 others refused
+    assert remaining == list(range(0, 11))  # 11, 10, ... 1 left before each: no two alike
+    assert 1 <= sent < 15  # shared commands, not one a request
+    (count, _ttl), *others = (await database_sync_to_async(counters)()).values()
+    assert others == [] and count == 16
+
+
+async def test_a_shared_count_fails_open_or_closed_for_each_of_its_requests(real_stack, settings, monkeypatch):
+    import asyncio
+
+    from config.api import ratelimit
+
+    user = await database_sync_to_async(UserFactory)()
+    token = await database_sync_to_async(token_for)(user)
+    assert (await asgi("GET", ME, token))[0] == 200
+
+    async def down(key, increment, expiry):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(ratelimit, "_script_count", down)
+    settings.RATELIMIT_FAIL_OPEN = True
+    opened = await asyncio.gather(*(asgi("GET", ME, token) for _ in range(5)))
+    settings.RATELIMIT_FAIL_OPEN = False
+    closed = await asyncio.gather(*(asgi("GET", ME, token) for _ in range(5)))
+
+    assert [status for status, *_ in opened] == [200] * 5
+    assert all("x-ratelimit-remaining" not in headers for _status, headers, *_ in opened)  # uncounted
+    assert [status for status, *_ in closed] == [429] * 5
