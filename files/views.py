@@ -14,11 +14,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from config.api.errors import error_response
 from config.api.idempotency import idempotent
+from config.api.renderers import FastJSONRenderer
 from config.api.views import TenantScopedViewSet
 from config.core.errors import Conflict
 
@@ -95,7 +95,7 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
         # The download answers bytes of the file's own type; its errors are JSON whatever
         # the client accepts.
         if self.action == "content":
-            return JSONRenderer(), JSONRenderer.media_type
+            return FastJSONRenderer(), FastJSONRenderer.media_type
         return super().perform_content_negotiation(request, force=force)
 
     @extend_schema(request=FileCreateSerializer, responses={201: FileSerializer})

@@ -8,12 +8,12 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, status
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api.errors import error_response, validation_message
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from config.api.renderers import FastJSONRenderer
 from config.api.views import HasTenant, TenantScopedViewSet
 from config.core.errors import ApplicationError
 from conversations import selectors as conversation_selectors
@@ -32,7 +32,7 @@ from .serializers import (
 )
 from .services import accounts, bindings, broadcast, inbound
 
-_RENDERER = JSONRenderer()
+_RENDERER = FastJSONRenderer()
 
 
 def _validated(serializer) -> dict:

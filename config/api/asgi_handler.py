@@ -233,7 +233,7 @@ class AppASGIHandler(ASGIHandler):
         """Django 5.2's ``ASGIHandler.__call__``; the request's thread is taken from
         ``REQUEST_THREADS`` (module docstring) and given back."""
         if scope["type"] != "http":
-            raise ValueError("Django can only handle ASGI/HTTP connections, not %s." % scope["type"])
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         thread = REQUEST_THREADS.take()  # changed: was ThreadSensitiveContext() alone
         try:
             async with ThreadSensitiveContext(executor=thread):

@@ -43,13 +43,13 @@ from django.db import connection
 from django.http import HttpResponse
 from rest_framework import permissions
 from rest_framework.exceptions import APIException, Throttled, ValidationError
-from rest_framework.renderers import JSONRenderer
 
 from . import idempotency, parsers, ratelimit
 from .auth import JWTAuthentication
 from .permissions import HasTenant
+from .renderers import FastJSONRenderer
 
-_RENDERER = JSONRenderer()
+_RENDERER = FastJSONRenderer()
 _AUTHENTICATION = JWTAuthentication()
 _JSON_TYPES = frozenset({"application/json", "application/*", "*/*"})
 
@@ -103,7 +103,7 @@ def _reproducible(view_class, initkwargs, action: str | None) -> bool:
             [type(a) for a in view.get_authenticators()] == [JWTAuthentication]
             and [type(t) for t in view.get_throttles()] == [ratelimit.TenantRateThrottle]
             and all(type(p) in allowed for p in view.get_permissions())
-            and [type(r) for r in view.get_renderers()] == [JSONRenderer]
+            and [type(r) for r in view.get_renderers()] == [FastJSONRenderer]
         )
     except Exception:  # noqa: BLE001 - e.g. a get_permissions() that reads self.request
         return False
@@ -306,7 +306,7 @@ async def in_thread(request, function):
 
 
 def json_response(body, status: int, allow: str, headers=None) -> HttpResponse:
-    """What DRF's ``Response`` renders with ``JSONRenderer``: the same bytes and headers."""
+    """What DRF's ``Response`` renders with the API's renderer: the same bytes and headers."""
     response = HttpResponse(_RENDERER.render(body), status=status, content_type="application/json")
     for name, value in (headers or {}).items():
         if name.lower() != "content-type":  # an unrendered DRF Response holds Django's default

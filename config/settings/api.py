@@ -3,7 +3,7 @@ from .env import env
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["config.api.auth.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["config.api.renderers.FastJSONRenderer"],
     # Strict JSON (config/api/parsers.py): NUL, lone surrogates, NaN/overflow, deep nesting are 400.
     "DEFAULT_PARSER_CLASSES": ["config.api.parsers.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.api.pagination.CursorPagination",

@@ -22,11 +22,11 @@ from django.http import FileResponse, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import path
 
+from accounts.models import User
 from config.api import asgi_handler
 from config.api.auth import JWTAuthentication
 from config.asgi import application
 from config.urls import urlpatterns as base_patterns
-from accounts.models import User
 from tests.accounts.factories import UserFactory
 from tests.helpers import asgi_scope, client_for
 
