@@ -334,7 +334,11 @@ async def test_a_request_thread_is_reused_and_begins_with_no_connection(settings
 
     (first, fresh_1), (second, fresh_2), (third, fresh_3) = SEEN
     assert first == second == third != threading.get_ident()  # the same thread, not the loop's
-    assert fresh_1 and fresh_2 and fresh_3  # the query's connection was closed at each request's end
+    # The query's connection was closed at each request's end, so a reused thread begins with
+    # none. (Django never closes the in-memory SQLite database of the embedded test run: its
+    # close() is a no-op, and there the thread keeps the test's one connection.)
+    if not (connection.vendor == "sqlite" and connection.is_in_memory_db()):
+        assert fresh_1 and fresh_2 and fresh_3
     assert threading.active_count() == started  # no thread started for the later requests
     assert finished_in[-3:] == [first] * 3  # request_finished in that thread each time
 
