@@ -1,9 +1,7 @@
-from dataclasses import dataclass
-
-from django.db import connection
 from django.db.models import Q, QuerySet
 
 from config.core.errors import Forbidden, NotFound
+from config.rows import JoinedRead
 
 from .models import Conversation, Message
 
@@ -29,10 +27,10 @@ def conversation_get(*, tenant, user, conversation_id) -> Conversation:
     """The conversation if the user may see it (its owner or a participant, within their
     tenant), with its owner loaded; another tenant's or a stranger's is 404.
 
-    One statement written once per database vendor (``_visible``), not a queryset: every
-    posted message, chat turn and live send starts here, and under load compiling
-    ``conversation_list(...).filter(pk=...).first()`` (a join, DISTINCT, select_related,
-    ORDER BY) was a quarter of the served 202 path's Python time (py-spy;
+    One statement written once per database vendor (``config.rows.JoinedRead``), not a
+    queryset: every posted message, chat turn and live send starts here, and under load
+    compiling ``conversation_list(...).filter(pk=...).first()`` (a join, DISTINCT,
+    select_related, ORDER BY) was a quarter of the served 202 path's Python time (py-spy;
     docs/benchmarks.md, "Fifth round"). Same rows, same 404s: a test compares it with
     ``conversation_list``."""
     try:
@@ -50,71 +48,22 @@ def conversation_get(*, tenant, user, conversation_id) -> Conversation:
     return conversation
 
 
-@dataclass(frozen=True)
-class _Statement:
-    sql: str
-    conversation_names: list[str]
-    owner_names: list[str]
-    converters: list[tuple[int, list, object]]
-
-
-_STATEMENTS: dict[str, _Statement] = {}
-
-
-def _statement() -> _Statement:
-    """``conversation_get``'s SELECT for this database, and the converters the ORM would
-    apply to its columns (a JSON field, SQLite's dates), worked out once."""
-    found = _STATEMENTS.get(connection.vendor)
-    if found is not None:
-        return found
-    qn = connection.ops.quote_name
-    conversation_fields = Conversation._meta.concrete_fields
-    owner_model = Conversation._meta.get_field("owner").related_model
-    owner_fields = owner_model._meta.concrete_fields
+def _visible_where(qn) -> str:
     participants = Conversation._meta.get_field("participants")
-    columns = [f"c.{qn(f.column)}" for f in conversation_fields] + [f"u.{qn(f.column)}" for f in owner_fields]
-    sql = (
-        f"SELECT {', '.join(columns)} FROM {qn(Conversation._meta.db_table)} c"
-        f" INNER JOIN {qn(owner_model._meta.db_table)} u ON u.{qn(owner_model._meta.pk.column)} = c.{qn('owner_id')}"
-        f" WHERE c.{qn('id')} = %s AND c.{qn('tenant_id')} = %s AND (c.{qn('owner_id')} = %s OR EXISTS ("
+    return (
+        f"m.{qn('id')} = %s AND m.{qn('tenant_id')} = %s AND (m.{qn('owner_id')} = %s OR EXISTS ("
         f"SELECT 1 FROM {qn(participants.remote_field.through._meta.db_table)} p"
-        f" WHERE p.{qn(participants.m2m_column_name())} = c.{qn('id')}"
+        f" WHERE p.{qn(participants.m2m_column_name())} = m.{qn('id')}"
         f" AND p.{qn(participants.m2m_reverse_name())} = %s))"
     )
-    expressions = [f.get_col("c") for f in conversation_fields] + [f.get_col("u") for f in owner_fields]
-    converters = []
-    for position, expression in enumerate(expressions):
-        found_converters = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
-        if found_converters:
-            converters.append((position, found_converters, expression))
-    found = _STATEMENTS[connection.vendor] = _Statement(
-        sql=sql,
-        conversation_names=[f.attname for f in conversation_fields],
-        owner_names=[f.attname for f in owner_fields],
-        converters=converters,
-    )
-    return found
+
+
+# The conversation with its owner, if the user owns it or takes part in it, in their tenant.
+_VISIBLE = JoinedRead(Conversation, "owner", where=_visible_where)
 
 
 def _visible(*, conversation_id: int, tenant_id, user_id) -> Conversation | None:
-    statement = _statement()
-    with connection.cursor() as cursor:
-        cursor.execute(statement.sql, [conversation_id, tenant_id, user_id, user_id])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    row = list(row)
-    for position, converters, expression in statement.converters:
-        value = row[position]
-        for converter in converters:
-            value = converter(value, expression, connection)
-        row[position] = value
-    split = len(statement.conversation_names)
-    conversation = Conversation.from_db(connection.alias, statement.conversation_names, row[:split])
-    owner_field = Conversation._meta.get_field("owner")
-    owner = owner_field.related_model.from_db(connection.alias, statement.owner_names, row[split:])
-    owner_field.set_cached_value(conversation, owner)
-    return conversation
+    return _VISIBLE.one([conversation_id, tenant_id, user_id, user_id])
 
 
 def conversation_for_listener(*, user, conversation_id) -> Conversation:

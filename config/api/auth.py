@@ -15,6 +15,7 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from config.core.context import tenant_id_var, user_id_var
+from config.rows import JoinedRead
 
 from .callers import callers
 
@@ -63,6 +64,20 @@ class ValidatedTokens:
 validated_tokens = ValidatedTokens()
 
 
+_CALLER_READS: dict = {}
+
+
+def _caller_read(user_model) -> JoinedRead:
+    """The user named by ``USER_ID_FIELD`` with their tenant: ``select_related("tenant")
+    .get(...)`` as one statement written once (``config.rows``; every DRF request and
+    every caller-cache miss reads it)."""
+    read = _CALLER_READS.get(user_model)
+    if read is None:
+        column = user_model._meta.get_field(api_settings.USER_ID_FIELD).column
+        read = _CALLER_READS[user_model] = JoinedRead(user_model, "tenant", where=lambda qn: f"m.{qn(column)} = %s")
+    return read
+
+
 def _remember(user) -> None:
     """Puts the caller in the context that logs, tasks and audits read."""
     user_id_var.set(user.pk)
@@ -96,14 +111,12 @@ class JWTAuthentication(authentication.JWTAuthentication):
             raise InvalidToken(_("Token contained no recognizable user identification")) from exc
 
     def load_user(self, validated_token):
-        """The token's user with the tenant joined (one query), remembered in the caller
-        cache. Sync: the database."""
-        try:
-            user = self.user_model.objects.select_related("tenant").get(
-                **{api_settings.USER_ID_FIELD: self.user_id(validated_token)}
-            )
-        except self.user_model.DoesNotExist as exc:
-            raise AuthenticationFailed(_("User not found"), code="user_not_found") from exc
+        """The token's user with the tenant joined (one query, ``_caller_read``),
+        remembered in the caller cache. Sync: the database."""
+        field = self.user_model._meta.get_field(api_settings.USER_ID_FIELD)
+        user = _caller_read(self.user_model).one([field.get_prep_value(self.user_id(validated_token))])
+        if user is None:
+            raise AuthenticationFailed(_("User not found"), code="user_not_found")
         callers.put(user)
         return user
 

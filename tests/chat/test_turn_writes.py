@@ -239,7 +239,7 @@ def test_a_turn_in_an_existing_conversation_is_one_statement_and_one_transaction
     # The scope read and the write, each on its own (no BEGIN, no COMMIT round trip); then
     # the turn's after-commit work (the audit seal, in-process with eager Celery).
     (read, read_alone), (write, write_alone), *after = watcher.seen
-    assert read.startswith('SELECT c."id"') and "conversations_conversation_participants" in read
+    assert read.startswith('SELECT m."id"') and "conversations_conversation_participants" in read
     assert write.startswith("WITH s0 AS (UPDATE")
     assert read_alone and write_alone
     assert all("audits_" in sql or "SAVEPOINT" in sql for sql, _ in after), [sql[:60] for sql, _ in after]
