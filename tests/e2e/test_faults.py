@@ -176,8 +176,11 @@ def test_a_worker_holding_a_countdown_task_survives_a_redis_restart(stack, priva
     daphne, worker = stack.spawn_daphne(), stack.spawn_worker()
     stack.wait_daphne(daphne)
     stack.wait_worker(worker)
-    sender = Celery(broker=private_redis.url(1))
+    # Not the current app: the tests after this one publish through the project's app (a
+    # current app on this private Redis sent their tasks to it, stopped by then).
+    sender = Celery(broker=private_redis.url(1), set_as_current=False)
     held = sender.send_task("audits.tasks.seal_chains", countdown=600, queue="default")
+    sender.close()
     wait_for(lambda: f"[{held.id}] received" in worker.log(), timeout=DEADLINE, what="the countdown task held")
 
     # Act: Redis restarts (empty: no persistence) while the worker holds it.
