@@ -11,7 +11,8 @@ sends it: the columns are the model's concrete fields and the related model's, e
 goes through the converters the ORM applies to that column (a JSON field, SQLite's dates),
 and the instances are built with ``Model.from_db`` with the related one cached on the
 first, as ``select_related`` leaves them. The WHERE clause is the caller's, written on the
-aliases ``m`` (the model) and ``r`` (the related model)."""
+aliases ``m`` (the model) and ``r`` (the related model). Only a non-null foreign key (an
+inner join): both reads that use it have one."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ class JoinedRead:
     def __init__(self, model: type[models.Model], related: str, where: Callable[[Callable[[str], str]], str]):
         """``where(quote_name)``: the WHERE clause (without the keyword) on ``m`` and ``r``
         with ``%s`` placeholders, called once per vendor."""
+        if model._meta.get_field(related).null:
+            raise ValueError(f"{model.__name__}.{related} may be null: JoinedRead joins a non-null key only")
         self.model = model
         self.related = related
         self.where = where
@@ -45,11 +48,10 @@ class JoinedRead:
         related_model = field.related_model
         fields, related_fields = self.model._meta.concrete_fields, related_model._meta.concrete_fields
         columns = [f"m.{qn(f.column)}" for f in fields] + [f"r.{qn(f.column)}" for f in related_fields]
-        join = "LEFT OUTER JOIN" if field.null else "INNER JOIN"
         target = field.target_field.column
         sql = (
             f"SELECT {', '.join(columns)} FROM {qn(self.model._meta.db_table)} m"
-            f" {join} {qn(related_model._meta.db_table)} r ON r.{qn(target)} = m.{qn(field.column)}"
+            f" INNER JOIN {qn(related_model._meta.db_table)} r ON r.{qn(target)} = m.{qn(field.column)}"
             f" WHERE {self.where(qn)}"
         )
         expressions = [f.get_col("m") for f in fields] + [f.get_col("r") for f in related_fields]
@@ -67,8 +69,8 @@ class JoinedRead:
         return found
 
     def one(self, params: Sequence):
-        """The first row's instance (the related one cached on it, or None when the key is
-        null), or None when no row matches."""
+        """The first row's instance with the related one cached on it, or None when no row
+        matches."""
         compiled = self._compile()
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
@@ -84,8 +86,7 @@ class JoinedRead:
         split = len(compiled.names)
         instance = self.model.from_db(connection.alias, compiled.names, row[:split])
         field = self.model._meta.get_field(self.related)
-        related = None
-        if getattr(instance, field.attname) is not None:
-            related = field.related_model.from_db(connection.alias, compiled.related_names, row[split:])
-        field.set_cached_value(instance, related)
+        field.set_cached_value(
+            instance, field.related_model.from_db(connection.alias, compiled.related_names, row[split:])
+        )
         return instance

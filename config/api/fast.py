@@ -298,8 +298,8 @@ def release_connection() -> None:
 
 async def in_thread(request, function):
     """``function()`` (sync, the database) in a thread: under ASGI the request's own
-    thread (Django's handler already started it for ``request_started``, and
-    ``request_finished`` closes its connection), so no thread is started for it; the
+    thread (``config.api.asgi_handler`` takes it from its free list for the request, and
+    ``request_finished`` closes its connection there), so no thread is started for it; the
     WSGI test client runs async views in an event loop of their own, in the test's
     thread, whose connection holds the test's transaction: the same call runs there."""
     return await sync_to_async(function, thread_sensitive=True)()

@@ -32,3 +32,12 @@ def test_an_unknown_caller_is_user_not_found():
     with pytest.raises(AuthenticationFailed) as refused:
         JWTAuthentication().load_user({"user_id": "987654321"})
     assert refused.value.get_codes() == "user_not_found"
+
+
+def test_a_key_that_may_be_null_is_refused_when_the_read_is_declared():
+    from chat.models import AgentRun
+    from config.rows import JoinedRead
+
+    nullable = next(f.name for f in AgentRun._meta.concrete_fields if f.is_relation and f.null)
+    with pytest.raises(ValueError, match="may be null"):
+        JoinedRead(AgentRun, nullable, where=lambda qn: "1 = 1")
