@@ -145,6 +145,71 @@ def audit_record_rows(rows) -> list[dict]:
     ]
 
 
+# The same rows built by PostgreSQL (the list's page on the async pool, audits/views.py):
+# ``row_to_json`` writes each row compact, in the serializer's key order, with
+# ``created_at``/``sealed_at`` spelt as ``_utc_iso`` spells them (``...Z``, microseconds
+# only when there are any). ``details`` is embedded as PostgreSQL's own text of the jsonb
+# (the same keys, values and order the ORM loads; only its whitespace differs), so a page
+# is neither parsed nor rebuilt in Python: the rows' loading and building were 40% of
+# the page's CPU (docs/benchmarks.md, "Sixth round").
+_ISO_SECONDS = 'YYYY-MM-DD"T"HH24:MI:SS'
+
+
+def _utc_iso_sql(column: str) -> str:
+    """``_utc_iso`` of a ``timestamptz`` column, in SQL (NULL stays NULL)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    return (
+        f"to_char({utc}, '{_ISO_SECONDS}')"
+        f" || CASE WHEN to_char({utc}, 'US') = '000000' THEN '' ELSE to_char({utc}, '.US') END || 'Z'"
+    )
+
+
+def _row_json_sql(table: str) -> str:
+    """The JSON text of ``audit_record_rows``' row for ``table``'s row (an alias whose
+    columns are named as ``AUDIT_ROW_FIELDS``)."""
+    t = table
+    fields = [
+        f"{t}.id",
+        f"{t}.tenant_id",
+        f"{t}.actor_id",
+        f"{t}.actor_label AS actor_email",
+        f"{t}.action",
+        f"{t}.source",
+        f"{t}.resource_type",
+        f"{t}.resource_id",
+        f"{t}.details",
+        f"{t}.request_id",
+        f"{t}.ip",
+        f"{t}.user_agent",
+        f"{_utc_iso_sql(f'{t}.created_at')} AS created_at",
+        f"{t}.chain_seq",
+        f"{t}.prev_hash",
+        f"{t}.hash",
+        f"{t}.hash_version",
+        f"{t}.chain_seq IS NOT NULL AS sealed",
+        f"{_utc_iso_sql(f'{t}.sealed_at')} AS sealed_at",
+    ]
+    return f"(SELECT row_to_json(j)::text FROM (SELECT {', '.join(fields)}) AS j)"
+
+
+def audit_record_json_statement(page_sql: str, keyset) -> str | None:
+    """``page_sql`` (``selectors.audit_record_page_statement`` selecting
+    ``AUDIT_ROW_FIELDS``) read as ``(position, row JSON)`` pairs in the same order:
+    ``position`` the value of ``keyset``'s position field (what the paginator's cursor is
+    made of), ``row JSON`` the text of ``audit_record_rows``' row. None when the body's
+    dates are not ``_utc_iso``'s (another time zone or format): then rows are built in
+    Python. The page is read first and its rows turned into JSON after, so only the page's
+    rows are."""
+    if _datetime_renderer() is not _utc_iso:
+        return None
+    order = ", ".join(
+        f"page.{name.lstrip('-')} {'DESC' if name.startswith('-') else 'ASC'}" for name in keyset.ordering
+    )
+    return (
+        f"SELECT page.{keyset.position_field}, {_row_json_sql('page')} FROM ({page_sql}) AS page ORDER BY {order}"
+    )
+
+
 class AuditRecordCreateSerializer(serializers.Serializer):
     """A custom event from an API client: its action lives under ``custom.``."""
 

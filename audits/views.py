@@ -1,3 +1,4 @@
+import orjson
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
@@ -22,6 +23,7 @@ from .serializers import (
     AuditRecordCreateSerializer,
     AuditRecordFilterSerializer,
     AuditRecordSerializer,
+    audit_record_json_statement,
     audit_record_rows,
     audit_record_values,
 )
@@ -45,8 +47,9 @@ class AuditRecordViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
     @classmethod
     async def fast_list(cls, request, user):
         """``list`` served async (config/api/fast.py): the same body. On PostgreSQL the
-        page's statement (``selectors.audit_record_page_statement``, no ORM compilation)
-        runs in the event loop on the async pool (``config.api.asyncdb``), no thread hop;
+        page's statement (``selectors.audit_record_page_statement``, no ORM compilation,
+        its rows' JSON written by PostgreSQL: ``audit_record_json_statement``) runs in the
+        event loop on the async pool (``config.api.asyncdb``), no thread hop;
         under the WSGI handler (tests) on Django's connection in a thread; elsewhere
         (SQLite) ``list_body`` in a thread."""
         page_request = PageRequest(request)
@@ -58,12 +61,17 @@ class AuditRecordViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
         sql, params = selectors.audit_record_page_statement(
             tenant=user.tenant_id, user=user, filters=filters, keyset=keyset, columns=AUDIT_ROW_FIELDS
         )
+        json_sql = audit_record_json_statement(sql, keyset)
         if isinstance(request, ASGIRequest):
-            rows = await asyncdb.fetch_all(sql, params)
+            rows = await asyncdb.fetch_all(json_sql or sql, params)
         else:  # the WSGI handler runs this view in a new event loop per request
-            rows = await sync_to_async(asyncdb.fetch_all_sync)(sql, params)
-        page = paginator.take(audit_record_values(rows))
-        return paginator.get_paginated_response(audit_record_rows(page)).data
+            rows = await sync_to_async(asyncdb.fetch_all_sync)(json_sql or sql, params)
+        if json_sql is None:
+            return paginator.page_body(audit_record_rows(paginator.take(audit_record_values(rows))))
+        # Each row as PostgreSQL wrote it, embedded in the body as it is (orjson.Fragment).
+        position = keyset.position_field
+        page = paginator.take([{position: value, "json": text} for value, text in rows])
+        return paginator.page_body([orjson.Fragment(row["json"]) for row in page])
 
     @classmethod
     def list_filters(cls, request) -> dict:
@@ -86,7 +94,7 @@ class AuditRecordViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
         records = selectors.audit_record_filter(selectors.audit_record_list(tenant=user.tenant, user=user), filters)
         paginator = cls.pagination_class()
         page = paginator.paginate_queryset(records.values(*AUDIT_ROW_FIELDS), request, view=cls)
-        return paginator.get_paginated_response(audit_record_rows(page)).data
+        return paginator.page_body(audit_record_rows(page))
 
     @extend_schema(request=AuditRecordCreateSerializer, responses={201: AuditRecordSerializer})
     @idempotent

@@ -7,6 +7,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.utils import timezone
 from rest_framework import pagination
 from rest_framework.exceptions import APIException
+from rest_framework.response import Response
 
 from .fields import MAX_ID
 
@@ -119,6 +120,13 @@ class CursorPagination(pagination.CursorPagination):
         if (self.has_previous or self.has_next) and self.template is not None:
             self.display_page_controls = True
         return self.page
+
+    def page_body(self, data) -> dict:
+        """``get_paginated_response(data).data`` without building the ``Response``."""
+        return {"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data}
+
+    def get_paginated_response(self, data):
+        return Response(self.page_body(data))
 
     def decode_cursor(self, request):
         encoded = request.query_params.get(self.cursor_query_param)

@@ -38,6 +38,8 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.handlers.asgi import ASGIRequest
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django_ratelimit import ALL
 from django_ratelimit.core import (
     _SIMPLE_KEYS,
@@ -209,7 +211,7 @@ async def atenant_usage_loaded(*, user, increment: bool = True) -> Usage:
     authentication leaves it): on django-redis the same ``SET NX EX`` + ``INCRBY`` in one
     MULTI/EXEC through redis.asyncio (one round trip, no thread hop), same key, window,
     headers and fail-open/closed; any other cache through ``tenant_usage`` in a thread."""
-    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    cache = _loop_cache(getattr(settings, "RATELIMIT_USE_CACHE", "default"))
     if not getattr(settings, "RATELIMIT_ENABLE", True) or not hasattr(getattr(cache, "client", None), "get_client"):
         return await sync_to_async(tenant_usage)(user=user, increment=increment)
     rate = f"{tier_limit(user.tenant.tier)}/m"
@@ -218,6 +220,29 @@ async def atenant_usage_loaded(*, user, increment: bool = True) -> Usage:
     except Exception:  # noqa: BLE001 - a cache outage must not turn into a 500
         raw = _cache_failed()
     return _interpret(raw, rate=rate, scope="tenant", increment=increment)
+
+
+# alias -> the cache object the event loop's requests share (``_loop_cache``).
+_loop_caches: dict[str, object] = {}
+
+
+def _loop_cache(alias: str):
+    """``caches[alias]`` for code in the event loop, built once per process. Django keeps
+    its cache objects per context, and under ASGI every request is a context of its own:
+    ``caches[alias]`` built a new django-redis cache (and its client object) for each
+    request, ~2% of a page's CPU. Only its key function and its kind are used here
+    (``make_key``, ``client``); a change of ``CACHES`` or ``RATELIMIT_USE_CACHE`` (tests)
+    builds it again."""
+    cache = _loop_caches.get(alias)
+    if cache is None:
+        cache = _loop_caches[alias] = caches[alias]
+    return cache
+
+
+@receiver(setting_changed)
+def _forget_loop_caches(*, setting, **kwargs) -> None:
+    if setting in ("CACHES", "RATELIMIT_USE_CACHE"):
+        _loop_caches.clear()
 
 
 # ``_redis_count``'s SET NX EX + INCRBY as one script: atomic as the MULTI/EXEC, one command
