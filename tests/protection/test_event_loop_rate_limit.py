@@ -86,3 +86,29 @@ async def test_a_shared_count_fails_open_or_closed_for_each_of_its_requests(real
     assert [status for status, *_ in opened] == [200] * 5
     assert all("x-ratelimit-remaining" not in headers for _status, headers, *_ in opened)  # uncounted
     assert [status for status, *_ in closed] == [429] * 5
+
+
+async def test_the_event_loop_keeps_one_cache_object_until_the_caches_change(real_stack, settings):
+    """Requests share the limiter's cache object (Django's caches are per request context
+    under ASGI); a change of CACHES builds it again, and the counting follows the new
+    configuration (its key prefix)."""
+    from config.api import ratelimit
+
+    user = await database_sync_to_async(UserFactory)()
+    token = await database_sync_to_async(token_for)(user)
+    assert (await asgi("GET", ME, token))[0] == 200
+    held = ratelimit._loop_caches["default"]
+    assert (await asgi("GET", ME, token))[0] == 200
+    assert ratelimit._loop_caches["default"] is held
+
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": "changed"}}
+    client = cache.client.get_client(write=True)
+    try:
+        assert (await asgi("GET", ME, token))[0] == 200
+
+        assert ratelimit._loop_caches["default"] is not held
+        keys = await database_sync_to_async(client.keys)("changed:*")
+        assert any(b":rl:" in key for key in keys), keys
+    finally:  # outside the prefix the suite clears between tests
+        for key in await database_sync_to_async(client.keys)("changed:*"):
+            await database_sync_to_async(client.delete)(key)
