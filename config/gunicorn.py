@@ -135,3 +135,10 @@ class AppWorker(UvicornWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         logging.getLogger("uvicorn.error").addFilter(_NoWebSocketAccessLines())
+
+
+def post_worker_init(worker) -> None:
+    """The worker has loaded the app: its startup heap is frozen (config/heap.py)."""
+    from config import heap
+
+    heap.settle()
