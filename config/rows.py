@@ -11,8 +11,9 @@ sends it: the columns are the model's concrete fields and the related model's, e
 goes through the converters the ORM applies to that column (a JSON field, SQLite's dates),
 and the instances are built with ``Model.from_db`` with the related one cached on the
 first, as ``select_related`` leaves them. The WHERE clause is the caller's, written on the
-aliases ``m`` (the model) and ``r`` (the related model). Only a non-null foreign key (an
-inner join): both reads that use it have one."""
+aliases ``m`` (the model) and ``r`` (the related model; with several keys ``r``, ``r2``,
+``r3``... in their order). Only non-null foreign keys (inner joins): every read that uses
+it has them."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,18 +25,29 @@ from django.db import connection, models
 class _Compiled:
     sql: str
     names: list[str]
-    related_names: list[str]
+    related_names: list[list[str]]
     converters: list[tuple[int, list, object]]
 
 
+def _alias(position: int) -> str:
+    return "r" if position == 0 else f"r{position + 1}"
+
+
 class JoinedRead:
-    def __init__(self, model: type[models.Model], related: str, where: Callable[[Callable[[str], str]], str]):
-        """``where(quote_name)``: the WHERE clause (without the keyword) on ``m`` and ``r``
-        with ``%s`` placeholders, called once per vendor."""
-        if model._meta.get_field(related).null:
-            raise ValueError(f"{model.__name__}.{related} may be null: JoinedRead joins a non-null key only")
+    def __init__(
+        self,
+        model: type[models.Model],
+        related: str | Sequence[str],
+        where: Callable[[Callable[[str], str]], str],
+    ):
+        """``related``: the foreign key joined, or several (``select_related(*related)``).
+        ``where(quote_name)``: the WHERE clause (without the keyword) on ``m`` and the
+        related aliases, with ``%s`` placeholders, called once per vendor."""
+        self.related = (related,) if isinstance(related, str) else tuple(related)
+        for name in self.related:
+            if model._meta.get_field(name).null:
+                raise ValueError(f"{model.__name__}.{name} may be null: JoinedRead joins a non-null key only")
         self.model = model
-        self.related = related
         self.where = where
         self._compiled: dict[str, _Compiled] = {}
 
@@ -44,17 +56,26 @@ class JoinedRead:
         if found is not None:
             return found
         qn = connection.ops.quote_name
-        field = self.model._meta.get_field(self.related)
-        related_model = field.related_model
-        fields, related_fields = self.model._meta.concrete_fields, related_model._meta.concrete_fields
-        columns = [f"m.{qn(f.column)}" for f in fields] + [f"r.{qn(f.column)}" for f in related_fields]
-        target = field.target_field.column
+        fields = self.model._meta.concrete_fields
+        columns = [f"m.{qn(f.column)}" for f in fields]
+        expressions = [f.get_col("m") for f in fields]
+        joins, related_names = [], []
+        for position, name in enumerate(self.related):
+            alias = _alias(position)
+            field = self.model._meta.get_field(name)
+            related_model = field.related_model
+            related_fields = related_model._meta.concrete_fields
+            columns += [f"{alias}.{qn(f.column)}" for f in related_fields]
+            expressions += [f.get_col(alias) for f in related_fields]
+            related_names.append([f.attname for f in related_fields])
+            joins.append(
+                f" INNER JOIN {qn(related_model._meta.db_table)} {alias}"
+                f" ON {alias}.{qn(field.target_field.column)} = m.{qn(field.column)}"
+            )
         sql = (
-            f"SELECT {', '.join(columns)} FROM {qn(self.model._meta.db_table)} m"
-            f" INNER JOIN {qn(related_model._meta.db_table)} r ON r.{qn(target)} = m.{qn(field.column)}"
+            f"SELECT {', '.join(columns)} FROM {qn(self.model._meta.db_table)} m{''.join(joins)}"
             f" WHERE {self.where(qn)}"
         )
-        expressions = [f.get_col("m") for f in fields] + [f.get_col("r") for f in related_fields]
         converters = []
         for position, expression in enumerate(expressions):
             found_converters = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
@@ -63,13 +84,13 @@ class JoinedRead:
         found = self._compiled[connection.vendor] = _Compiled(
             sql=sql,
             names=[f.attname for f in fields],
-            related_names=[f.attname for f in related_fields],
+            related_names=related_names,
             converters=converters,
         )
         return found
 
     def one(self, params: Sequence):
-        """The first row's instance with the related one cached on it, or None when no row
+        """The first row's instance with the related ones cached on it, or None when no row
         matches."""
         compiled = self._compile()
         with connection.cursor() as cursor:
@@ -83,10 +104,11 @@ class JoinedRead:
             for converter in converters:
                 value = converter(value, expression, connection)
             row[position] = value
-        split = len(compiled.names)
-        instance = self.model.from_db(connection.alias, compiled.names, row[:split])
-        field = self.model._meta.get_field(self.related)
-        field.set_cached_value(
-            instance, field.related_model.from_db(connection.alias, compiled.related_names, row[split:])
-        )
+        start = len(compiled.names)
+        instance = self.model.from_db(connection.alias, compiled.names, row[:start])
+        for name, names in zip(self.related, compiled.related_names, strict=True):
+            field = self.model._meta.get_field(name)
+            end = start + len(names)
+            field.set_cached_value(instance, field.related_model.from_db(connection.alias, names, row[start:end]))
+            start = end
         return instance

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from audits.services import audit_record
 from conversations.models import Conversation, Message
+from config.rows import JoinedRead
 from conversations.serializers import message_data
 
 from .. import queue
@@ -35,6 +36,14 @@ EXTERNAL_ID_PREFIX = {"whatsapp": "wamid.", "instagram": "mid.", "webhook": "hub
 
 # ---------------------------------------------------------------- routing (request side)
 
+# A conversation's binding with its account and contact, in a statement written once
+# (config/rows.py): compiling the queryset on every routed message was a tenth of the hub
+# acceptance's Python time (docs/benchmarks.md, "Sixth round"). One binding per
+# conversation (a one-to-one key).
+_BINDING = JoinedRead(
+    ConversationBinding, ("account", "contact"), where=lambda qn: f"m.{qn('conversation_id')} = %s"
+)
+
 
 def message_route_plan(*, conversation: Conversation, role: str):
     """``conversations.routing``'s router: how a message of ``role`` in this conversation
@@ -42,9 +51,7 @@ def message_route_plan(*, conversation: Conversation, role: str):
     goes only when the binding has ``agent_enabled``; tool and system messages stay."""
     if role not in (Message.Role.USER, Message.Role.ASSISTANT):
         return None
-    binding = (
-        ConversationBinding.objects.select_related("account", "contact").filter(conversation_id=conversation.pk).first()
-    )
+    binding = _BINDING.one([conversation.pk])
     if binding is None or (role == Message.Role.ASSISTANT and not binding.agent_enabled):
         return None
     return lambda message: delivery_create(message=message, binding=binding)

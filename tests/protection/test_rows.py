@@ -41,3 +41,25 @@ def test_a_key_that_may_be_null_is_refused_when_the_read_is_declared():
     nullable = next(f.name for f in AgentRun._meta.concrete_fields if f.is_relation and f.null)
     with pytest.raises(ValueError, match="may be null"):
         JoinedRead(AgentRun, nullable, where=lambda qn: "1 = 1")
+
+
+def test_several_keys_are_joined_and_cached_as_select_related_leaves_them(django_assert_num_queries):
+    # The hub's router reads a conversation's binding with its account and contact.
+    from hub.models import ConversationBinding
+    from hub.services.bindings import binding_create
+    from hub.services.deliveries import _BINDING
+    from tests.hub.conftest import connect
+
+    user = UserFactory(role="owner")
+    account = connect(user).account
+    conversation = binding_create(user=user, account_id=account.pk, address="15550002222").conversation
+    binding_create(user=user, account_id=account.pk, address="15550003333")  # another: not read
+    expected = ConversationBinding.objects.select_related("account", "contact").get(conversation=conversation)
+
+    with django_assert_num_queries(1):
+        loaded = _BINDING.one([conversation.pk])
+        assert _fields(loaded.account) == _fields(expected.account)
+        assert _fields(loaded.contact) == _fields(expected.contact)
+
+    assert _fields(loaded) == _fields(expected)
+    assert _BINDING.one([987654321]) is None
