@@ -2,10 +2,11 @@
 collected in larger batches.
 
 Measured under the audits page at 50-100 connections (docs/benchmarks.md, "Sixth round"),
-with CPython's defaults (thresholds 700, 10, 10) the web process ran 70 full collections in
-a minute of load, each walking the whole heap (Django, DRF, the app: some 150 ms each,
-every request in flight waiting), ~8% of its CPU in all: the tail of the latency was the
-collector's. Two changes, both standard for long-lived servers:
+with CPython's defaults (thresholds 700, 10, 10) the two served processes of a run (the app
+and the bare baseline) made 71 full collections in about a minute of load, each walking
+the whole heap (Django, DRF, the app: ~150 ms each, every request in flight waiting),
+3-5 s of CPU in all: the tail of the latency was the collector's. Two changes, both
+standard for long-lived servers:
 
 - ``gc.freeze()`` once the application is loaded (modules, URL patterns and the views
   they import, the middleware chain): what startup built is moved to the permanent
