@@ -16,4 +16,8 @@ class HubConfig(AppConfig):
 
         routing.router_set(deliveries.message_route_plan)
         routing.binder_set(views.conversation_bind)
-        queue.delivery_sender_set(lambda delivery_id: tasks.deliver_message.delay(delivery_id))
+        queue.delivery_sender_set(
+            lambda delivery_id: tasks.deliver_message.delay(delivery_id),
+            many=tasks.send_deliveries,
+            in_background=lambda: not tasks.deliver_message.app.conf.task_always_eager,
+        )

@@ -35,3 +35,17 @@ def deliver_message(self, delivery_id: int) -> str:
 @shared_task(name="hub.tasks.sweep_deliveries")
 def sweep_deliveries() -> dict:
     return deliveries.deliveries_sweep()
+
+
+def send_deliveries(delivery_ids) -> None:
+    """Publishes ``deliver_message`` for every delivery in one Redis pipeline (kombu's
+    ``Producer.batch``, as ``chat.tasks.send_runs``). Raises what the broker raises; then
+    none of the batch may be assumed sent."""
+    app = deliver_message.app
+    if app.conf.task_always_eager or len(delivery_ids) == 1:
+        for delivery_id in delivery_ids:
+            deliver_message.delay(delivery_id)
+        return
+    with app.producer_or_acquire() as producer, producer.batch():
+        for delivery_id in delivery_ids:
+            deliver_message.apply_async((delivery_id,), producer=producer)

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from audits.services import audit_record
 from conversations.models import Conversation, Message
+from config.core import background
 from config.rows import JoinedRead
 from conversations.serializers import message_data
 
@@ -72,8 +73,51 @@ def delivery_create(*, message: Message, binding: ConversationBinding) -> Delive
     )
     statuses.row_insert_with_status(row=delivery, status=Message.Status.ACCEPTED, at=message.created_at)
     delivery_id = delivery.pk
-    transaction.on_commit(lambda: delivery_enqueue(delivery_id=delivery_id, message=message))
+    transaction.on_commit(lambda: _enqueue_after_commit(delivery_id, message))
     return delivery
+
+
+def _enqueue_after_commit(delivery_id: int, message: Message) -> None:
+    """The committed delivery's hand-over: by the process's background batcher on the real
+    stack (the request answers without waiting for the ``queued`` status and the publish;
+    under load one statement and one publish serve many requests), in this thread when
+    Celery runs tasks eagerly (tests, embedded mode: callers expect the delivery done). A
+    process killed before the batcher ran leaves the delivery pending: the stale-pending
+    sweep sends it (``deliveries_sweep``)."""
+    if queue.in_background():
+        _enqueue_batcher.submit((delivery_id, message))
+    else:
+        delivery_enqueue(delivery_id=delivery_id, message=message)
+
+
+def deliveries_enqueue(delivery_ids: list[int], message_ids: list[int]) -> bool:
+    """``delivery_enqueue`` for a batch: the messages ``queued`` in one statement, the
+    deliveries to the broker in one publish. Never raises: when the broker refuses, every
+    delivery of the batch is marked and the sweep relays them. True when sent."""
+    try:
+        statuses.messages_queued(message_ids=message_ids)
+        queue.delivery_send_many(delivery_ids)
+    except Exception:  # noqa: BLE001 - the messages and their deliveries are stored: the sweep sends them
+        logger.warning("could not enqueue deliveries; the sweep will", exc_info=True, extra={"deliveries": delivery_ids})
+        try:
+            Delivery.objects.filter(pk__in=delivery_ids, state=State.PENDING).update(enqueue_failed_at=timezone.now())
+        except Exception:  # noqa: BLE001
+            logger.warning("could not mark deliveries unsent", extra={"deliveries": delivery_ids})
+        return False
+    return True
+
+
+def _enqueue_in_background(items: list[tuple[int, Message]]) -> None:
+    try:
+        deliveries_enqueue([delivery_id for delivery_id, _ in items], [message.pk for _, message in items])
+    finally:
+        # The batcher's own thread: no request ends here to give a pooled connection back
+        # (flush() may run this in a caller's thread: a transaction there is left alone).
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+_enqueue_batcher = background.Batcher(_enqueue_in_background, name="delivery-hand-over")
 
 
 def delivery_enqueue(*, delivery_id: int, message: Message | None = None) -> bool:

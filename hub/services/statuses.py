@@ -115,6 +115,20 @@ def message_status_advance(
     return _advance_orm(message_id=message_id, to=to, at=at, sources=sources, message=message)
 
 
+def messages_queued(*, message_ids: Sequence[int], at: datetime | None = None) -> int:
+    """``message_status_advance(to=queued)`` for several messages at once (a batch of
+    deliveries handed over together): on PostgreSQL one statement for all of them, then
+    each change published; elsewhere one move each. Returns how many moved."""
+    at = at or timezone.now()
+    sources = sources_for(S.QUEUED)
+    if not _one_statement():
+        return sum(_advance_orm(message_id=pk, to=S.QUEUED, at=at, sources=sources, message=None) for pk in message_ids)
+    moved = _moved(which="id = ANY(%s)", which_params=[list(message_ids)], to=S.QUEUED, at=at, sources=sources)
+    for row in moved:
+        _published(row, to=S.QUEUED, at=at)
+    return len(moved)
+
+
 # No savepoint when called inside a transaction (a webhook's, a settle's): nothing catches
 # its errors to carry on, so a savepoint would only cost two round trips.
 @transaction.atomic(savepoint=False)

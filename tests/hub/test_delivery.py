@@ -280,3 +280,62 @@ def test_the_sweep_resends_lapsed_and_unsent_deliveries(
     assert sorted(result["requeued"]) == [lapsed.pk, unsent.pk] and result["failed"] == []
     assert set(Delivery.objects.values_list("state", flat=True)) == {"sent"}
     assert list(DeliveryAttempt.objects.filter(delivery=lapsed).values_list("outcome", flat=True)) == ["lost", "sent"]
+
+
+@pytest.fixture
+def sent_batches(monkeypatch):
+    """The broker side of the hand-over: what each publish carried (the worker is not run)."""
+    from hub import queue
+
+    batches = []
+    monkeypatch.setattr(queue, "_many_sender", lambda ids: batches.append(list(ids)))
+    monkeypatch.setattr(queue, "_sender", lambda delivery_id: batches.append([delivery_id]))
+    return batches
+
+
+def test_on_the_real_stack_committed_deliveries_are_handed_over_in_the_background_in_batches(
+    auth_api, whatsapp, monkeypatch, sent_batches, django_capture_on_commit_callbacks
+):
+    # Celery not eager: the request answers once its rows are committed; the batcher then
+    # moves every message to queued in one statement and publishes the batch at once.
+    from config.core import background
+    from hub import queue
+
+    monkeypatch.setattr(queue, "_in_background", lambda: True)
+    conversation = _bound_conversation(auth_api, whatsapp.account)
+    held = []
+    monkeypatch.setattr(deliveries._enqueue_batcher, "submit", held.append)  # the thread held back
+    with django_capture_on_commit_callbacks(execute=True):
+        first = _post(auth_api, conversation["id"], "one")
+    with django_capture_on_commit_callbacks(execute=True):
+        second = _post(auth_api, conversation["id"], "two")
+
+    assert first.status_code == second.status_code == 202
+    ids = [first.json()["message"]["id"], second.json()["message"]["id"]]
+    assert [_history(pk) for pk in ids] == [["accepted"], ["accepted"]] and sent_batches == []
+
+    deliveries._enqueue_in_background(held)
+    background.flush_all()
+
+    delivery_ids = [Delivery.objects.get(message_id=pk).pk for pk in ids]
+    assert sent_batches == [delivery_ids]
+    assert [_history(pk) for pk in ids] == [["accepted", "queued"], ["accepted", "queued"]]
+    assert set(Message.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"queued"}
+
+
+def test_a_refused_batch_is_marked_for_the_sweep_and_never_raises(auth_api, whatsapp, monkeypatch):
+    from hub import queue
+
+    conversation = _bound_conversation(auth_api, whatsapp.account)
+    monkeypatch.setattr(queue, "_sender", lambda delivery_id: None)  # the posts' own hand-over: dropped
+    ids = [_post(auth_api, conversation["id"], text).json()["message"]["id"] for text in ("a", "b")]
+    pending = [Delivery.objects.get(message_id=pk) for pk in ids]
+
+    def refuse(_ids):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(queue, "_many_sender", refuse)
+    Delivery.objects.filter(pk__in=[d.pk for d in pending]).update(state="pending", enqueue_failed_at=None)
+
+    assert deliveries.deliveries_enqueue([d.pk for d in pending], ids) is False
+    assert all(d.enqueue_failed_at is not None for d in Delivery.objects.filter(pk__in=[d.pk for d in pending]))
