@@ -35,7 +35,7 @@ def delivery_send(delivery_id: int) -> None:
 def delivery_send_many(delivery_ids: list[int]) -> None:
     """Hands every delivery to a worker, in one publish when the sender can; all or, when
     the broker refuses, raises (callers then treat the batch as unsent)."""
-    if _many_sender is None:
+    if _many_sender is None or len(delivery_ids) == 1:
         for delivery_id in delivery_ids:
             delivery_send(delivery_id)
         return

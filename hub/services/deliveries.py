@@ -87,15 +87,17 @@ def _enqueue_after_commit(delivery_id: int, message: Message) -> None:
     if queue.in_background():
         _enqueue_batcher.submit((delivery_id, message))
     else:
-        delivery_enqueue(delivery_id=delivery_id, message=message)
+        deliveries_enqueue([(delivery_id, message)])
 
 
-def deliveries_enqueue(delivery_ids: list[int], message_ids: list[int]) -> bool:
-    """``delivery_enqueue`` for a batch: the messages ``queued`` in one statement, the
-    deliveries to the broker in one publish. Never raises: when the broker refuses, every
-    delivery of the batch is marked and the sweep relays them. True when sent."""
+def deliveries_enqueue(items: list[tuple[int, Message]]) -> bool:
+    """After commit, for (delivery id, its message just stored) pairs: the messages
+    ``queued`` (on PostgreSQL one statement for the batch) and the deliveries to the broker
+    in one publish. Never raises: when the broker refuses, every delivery of the batch is
+    marked and the sweep relays them. True when sent."""
+    delivery_ids = [delivery_id for delivery_id, _ in items]
     try:
-        statuses.messages_queued(message_ids=message_ids)
+        statuses.messages_queued(messages=[message for _, message in items])
         queue.delivery_send_many(delivery_ids)
     except Exception:  # noqa: BLE001 - the messages and their deliveries are stored: the sweep sends them
         logger.warning("could not enqueue deliveries; the sweep will", exc_info=True, extra={"deliveries": delivery_ids})
@@ -109,7 +111,7 @@ def deliveries_enqueue(delivery_ids: list[int], message_ids: list[int]) -> bool:
 
 def _enqueue_in_background(items: list[tuple[int, Message]]) -> None:
     try:
-        deliveries_enqueue([delivery_id for delivery_id, _ in items], [message.pk for _, message in items])
+        deliveries_enqueue(items)
     finally:
         # The batcher's own thread: no request ends here to give a pooled connection back
         # (flush() may run this in a caller's thread: a transaction there is left alone).
@@ -118,25 +120,6 @@ def _enqueue_in_background(items: list[tuple[int, Message]]) -> None:
 
 
 _enqueue_batcher = background.Batcher(_enqueue_in_background, name="delivery-hand-over")
-
-
-def delivery_enqueue(*, delivery_id: int, message: Message | None = None) -> bool:
-    """After commit: the message is ``queued`` and its delivery goes to the broker. Never
-    raises: when the broker refuses, the delivery is marked and the sweep relays it.
-    ``message``: the one just stored (saves reading it back)."""
-    try:
-        if message is None:
-            message = Delivery.objects.select_related("message").get(pk=delivery_id).message
-        statuses.message_status_advance(message_id=message.pk, to=Message.Status.QUEUED, message=message)
-        queue.delivery_send(delivery_id)
-    except Exception:  # noqa: BLE001 - the message and its delivery are stored: the sweep sends it
-        logger.warning("could not enqueue delivery; the sweep will", exc_info=True, extra={"delivery_id": delivery_id})
-        try:
-            Delivery.objects.filter(pk=delivery_id, state=State.PENDING).update(enqueue_failed_at=timezone.now())
-        except Exception:  # noqa: BLE001
-            logger.warning("could not mark delivery unsent", extra={"delivery_id": delivery_id})
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- executing (worker side)

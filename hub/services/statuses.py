@@ -22,7 +22,7 @@ from conversations.events import publish
 from conversations.models import Message
 from conversations.serializers import message_data
 
-from ..models import Delivery, MessageStatusChange
+from ..models import ChannelAccount, Delivery, MessageStatusChange
 
 S = Message.Status
 RANK = {S.ACCEPTED: 0, S.QUEUED: 1, S.SENT: 2, S.DELIVERED: 3, S.READ: 4}
@@ -115,15 +115,17 @@ def message_status_advance(
     return _advance_orm(message_id=message_id, to=to, at=at, sources=sources, message=message)
 
 
-def messages_queued(*, message_ids: Sequence[int], at: datetime | None = None) -> int:
+def messages_queued(*, messages: Sequence[Message], at: datetime | None = None) -> int:
     """``message_status_advance(to=queued)`` for several messages at once (a batch of
-    deliveries handed over together): on PostgreSQL one statement for all of them, then
-    each change published; elsewhere one move each. Returns how many moved."""
+    deliveries handed over together; each the caller's copy, never changed): on PostgreSQL
+    one statement for all of them, then each change published; elsewhere one move each.
+    Returns how many moved."""
     at = at or timezone.now()
     sources = sources_for(S.QUEUED)
     if not _one_statement():
-        return sum(_advance_orm(message_id=pk, to=S.QUEUED, at=at, sources=sources, message=None) for pk in message_ids)
-    moved = _moved(which="id = ANY(%s)", which_params=[list(message_ids)], to=S.QUEUED, at=at, sources=sources)
+        return sum(_advance_orm(message_id=m.pk, to=S.QUEUED, at=at, sources=sources, message=m) for m in messages)
+    ids = [message.pk for message in messages]
+    moved = _moved(which="id = ANY(%s)", which_params=[ids], to=S.QUEUED, at=at, sources=sources)
     for row in moved:
         _published(row, to=S.QUEUED, at=at)
     return len(moved)
@@ -151,8 +153,9 @@ def _advance_orm(*, message_id: int, to: str, at: datetime, sources: list[str], 
 
 def reported_statuses_apply(*, account_id: int, reports: Sequence[tuple[str, str]], at: datetime | None = None) -> int:
     """A platform's status reports for one account, ``(our platform id, status)`` in the
-    order the platform sent them: each message moves forward only, an unknown id or a
-    backward move changes nothing. Consecutive reports of the same status are one
+    order the platform sent them: each message moves forward only, an unknown id, a
+    backward move or a disconnected account (a web process may still hold its key for
+    ``HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS``) changes nothing. Consecutive reports of the same status are one
     statement on PostgreSQL (the messages found through their deliveries' platform ids,
     moved and recorded together), so a webhook carrying a batch of ``delivered`` reports
     is one round trip, with no transaction around it (each statement is atomic; a crash
@@ -169,17 +172,18 @@ def reported_statuses_apply(*, account_id: int, reports: Sequence[tuple[str, str
     for to, external_ids in runs:
         if _one_statement():
             which = (
-                f"id IN (SELECT message_id FROM {Delivery._meta.db_table} "
-                "WHERE account_id = %s AND external_id = ANY(%s))"
+                f"id IN (SELECT d.message_id FROM {Delivery._meta.db_table} d"
+                f" JOIN {ChannelAccount._meta.db_table} a ON a.id = d.account_id"
+                " WHERE d.account_id = %s AND a.is_active AND d.external_id = ANY(%s))"
             )
             moved = _moved(which=which, which_params=[account_id, external_ids], to=to, at=at, sources=sources_for(to))
             for row in moved:
                 _published(row, to=to, at=at)
             applied += len(moved)
         else:
-            for delivery in Delivery.objects.filter(account_id=account_id, external_id__in=external_ids).select_related(
-                "message"
-            ):
+            for delivery in Delivery.objects.filter(
+                account_id=account_id, account__is_active=True, external_id__in=external_ids
+            ).select_related("message"):
                 applied += _advance_orm(
                     message_id=delivery.message_id, to=to, at=at, sources=sources_for(to), message=delivery.message
                 )

@@ -337,5 +337,5 @@ def test_a_refused_batch_is_marked_for_the_sweep_and_never_raises(auth_api, what
     monkeypatch.setattr(queue, "_many_sender", refuse)
     Delivery.objects.filter(pk__in=[d.pk for d in pending]).update(state="pending", enqueue_failed_at=None)
 
-    assert deliveries.deliveries_enqueue([d.pk for d in pending], ids) is False
+    assert deliveries.deliveries_enqueue([(d.pk, d.message) for d in pending]) is False
     assert all(d.enqueue_failed_at is not None for d in Delivery.objects.filter(pk__in=[d.pk for d in pending]))

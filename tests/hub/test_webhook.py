@@ -279,6 +279,25 @@ def test_a_disconnected_account_is_404_at_once_though_its_key_was_kept(
     assert _history(second) == ["accepted"]
 
 
+def test_a_key_kept_by_another_process_moves_nothing_of_a_disconnected_account(
+    api, auth_api, whatsapp, django_capture_on_commit_callbacks
+):
+    # Disconnected through another web process: this one still holds the key for up to
+    # HUB_WEBHOOK_ACCOUNT_CACHE_SECONDS, and a correctly signed report still changes nothing.
+    first, second = _accepted_deliveries(auth_api, whatsapp.account, django_capture_on_commit_callbacks, 2)
+    signed_post(api, "whatsapp", _statuses(whatsapp.account, [(first.external_id, "delivered")]), whatsapp.secret)
+    ChannelAccount.objects.filter(pk=whatsapp.account.pk).update(is_active=False)
+    assert inbound.webhook_keys.get("whatsapp", whatsapp.account.external_id) is not None  # still kept here
+
+    response = signed_post(
+        api, "whatsapp", _statuses(whatsapp.account, [(second.external_id, "delivered")]), whatsapp.secret
+    )
+
+    assert response.status_code in (200, 404)
+    assert _history(second) == ["accepted"]
+    assert MessageStatusChange.objects.filter(message_id=second.message_id).count() == 1
+
+
 def test_an_account_connected_again_with_a_new_secret_is_checked_against_the_stored_one(
     api, auth_api, whatsapp, user, django_capture_on_commit_callbacks
 ):
