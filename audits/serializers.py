@@ -205,9 +205,7 @@ def audit_record_json_statement(page_sql: str, keyset) -> str | None:
     order = ", ".join(
         f"page.{name.lstrip('-')} {'DESC' if name.startswith('-') else 'ASC'}" for name in keyset.ordering
     )
-    return (
-        f"SELECT page.{keyset.position_field}, {_row_json_sql('page')} FROM ({page_sql}) AS page ORDER BY {order}"
-    )
+    return f"SELECT page.{keyset.position_field}, {_row_json_sql('page')} FROM ({page_sql}) AS page ORDER BY {order}"
 
 
 class AuditRecordCreateSerializer(serializers.Serializer):

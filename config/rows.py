@@ -73,8 +73,7 @@ class JoinedRead:
                 f" ON {alias}.{qn(field.target_field.column)} = m.{qn(field.column)}"
             )
         sql = (
-            f"SELECT {', '.join(columns)} FROM {qn(self.model._meta.db_table)} m{''.join(joins)}"
-            f" WHERE {self.where(qn)}"
+            f"SELECT {', '.join(columns)} FROM {qn(self.model._meta.db_table)} m{''.join(joins)} WHERE {self.where(qn)}"
         )
         converters = []
         for position, expression in enumerate(expressions):

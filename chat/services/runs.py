@@ -18,7 +18,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -446,17 +446,7 @@ def _runs_hand_over(runs: list[tuple[int, str | None]]) -> bool:
     return True
 
 
-def _runs_hand_over_in_background(runs: list[tuple[int, str | None]]) -> None:
-    try:
-        _runs_hand_over(runs)
-    finally:
-        # The batcher's own thread: no request ends here to give a pooled connection back
-        # (flush() may run this in a caller's thread: a transaction there is left alone).
-        if not connection.in_atomic_block:
-            connection.close()
-
-
-_run_batcher = background.Batcher(_runs_hand_over_in_background, name="run-hand-over")
+_run_batcher = background.Batcher(background.releasing_connection(_runs_hand_over), name="run-hand-over")
 
 
 def runs_relay(*, limit: int = 500) -> dict:

@@ -18,9 +18,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from audits.services import audit_record
-from conversations.models import Conversation, Message
 from config.core import background
 from config.rows import JoinedRead
+from conversations.models import Conversation, Message
 from conversations.serializers import message_data
 
 from .. import queue
@@ -41,9 +41,7 @@ EXTERNAL_ID_PREFIX = {"whatsapp": "wamid.", "instagram": "mid.", "webhook": "hub
 # (config/rows.py): compiling the queryset on every routed message was a tenth of the hub
 # acceptance's Python time (docs/benchmarks.md, "Sixth round"). One binding per
 # conversation (a one-to-one key).
-_BINDING = JoinedRead(
-    ConversationBinding, ("account", "contact"), where=lambda qn: f"m.{qn('conversation_id')} = %s"
-)
+_BINDING = JoinedRead(ConversationBinding, ("account", "contact"), where=lambda qn: f"m.{qn('conversation_id')} = %s")
 
 
 def message_route_plan(*, conversation: Conversation, role: str):
@@ -100,7 +98,9 @@ def deliveries_enqueue(items: list[tuple[int, Message]]) -> bool:
         statuses.messages_queued(messages=[message for _, message in items])
         queue.delivery_send_many(delivery_ids)
     except Exception:  # noqa: BLE001 - the messages and their deliveries are stored: the sweep sends them
-        logger.warning("could not enqueue deliveries; the sweep will", exc_info=True, extra={"deliveries": delivery_ids})
+        logger.warning(
+            "could not enqueue deliveries; the sweep will", exc_info=True, extra={"deliveries": delivery_ids}
+        )
         try:
             Delivery.objects.filter(pk__in=delivery_ids, state=State.PENDING).update(enqueue_failed_at=timezone.now())
         except Exception:  # noqa: BLE001
@@ -109,17 +109,7 @@ def deliveries_enqueue(items: list[tuple[int, Message]]) -> bool:
     return True
 
 
-def _enqueue_in_background(items: list[tuple[int, Message]]) -> None:
-    try:
-        deliveries_enqueue(items)
-    finally:
-        # The batcher's own thread: no request ends here to give a pooled connection back
-        # (flush() may run this in a caller's thread: a transaction there is left alone).
-        if not connection.in_atomic_block:
-            connection.close()
-
-
-_enqueue_batcher = background.Batcher(_enqueue_in_background, name="delivery-hand-over")
+_enqueue_batcher = background.Batcher(background.releasing_connection(deliveries_enqueue), name="delivery-hand-over")
 
 
 # ---------------------------------------------------------------- executing (worker side)

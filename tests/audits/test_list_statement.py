@@ -170,7 +170,11 @@ def test_rows_postgresql_writes_are_the_serializers_rows(real_stack, tenant):
     instants += [timedelta(seconds=1, microseconds=123400), timedelta(0)]
     assert [row["created_at"] for row in rows] == [(base + at).isoformat().replace("+00:00", "Z") for at in instants]
     assert ".123400Z" in rows[2]["created_at"]
-    assert rows[2]["sealed"] is True and rows[2]["sealed_at"] == (base + timedelta(minutes=1)).isoformat().replace("+00:00", "Z") and rows[0]["sealed"] is False
+    assert (
+        rows[2]["sealed"] is True
+        and rows[2]["sealed_at"] == (base + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+        and rows[0]["sealed"] is False
+    )
     assert rows[2]["details"] == details
     # U+2028/U+2029 leave escaped, as the renderer escapes them everywhere.
     assert b"\\u2028" in fast.content and "\u2028".encode() not in fast.content

@@ -37,6 +37,7 @@ def test_conversation_get_reads_what_the_list_reads_with_the_owner_loaded(django
     """conversation_get's own statement against the queryset it replaces: the same row
     (every field converted as the ORM converts it), the owner loaded, one query."""
     from config.core.errors import NotFound
+
     user = UserFactory()
     colleague = UserFactory(tenant=user.tenant)
     own = ConversationFactory(owner=user, metadata={"source": "crm", "n": [1, 2.5, None]}, title="Mine ✓")

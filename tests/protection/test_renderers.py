@@ -16,7 +16,7 @@ FAST = FastJSONRenderer()
 
 ALIKE = [
     {"id": 1, "email": "a@example.com", "ok": True, "none": None, "ratio": 0.25, "nested": {"list": [1, "two", 3.5]}},
-    {"text": "é, 中文, emoji 😀, quote \" backslash \\ tab \t newline \n nul-free"},
+    {"text": 'é, 中文, emoji 😀, quote " backslash \\ tab \t newline \n nul-free'},
     {"separators": "line\u2028paragraph\u2029end"},
     [{"uuid": uuid.UUID("12345678-1234-5678-1234-567812345678")}, -(2**63), 2**64 - 1],
     {"next": None, "previous": None, "results": []},
