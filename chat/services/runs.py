@@ -26,6 +26,7 @@ from audits.services import audit_record
 from config import statements
 from config.core import background, metrics
 from config.core.context import current_request_id
+from config.db import releasing_connection
 from conversations import services as conversation_services
 from conversations.events import BatchingPublisher, Publisher
 from conversations.models import Message
@@ -446,7 +447,7 @@ def _runs_hand_over(runs: list[tuple[int, str | None]]) -> bool:
     return True
 
 
-_run_batcher = background.Batcher(background.releasing_connection(_runs_hand_over), name="run-hand-over")
+_run_batcher = background.Batcher(releasing_connection(_runs_hand_over), name="run-hand-over")
 
 
 def runs_relay(*, limit: int = 500) -> dict:

@@ -37,23 +37,6 @@ def flush_all() -> None:
         batcher.flush()
 
 
-def releasing_connection(handler: Callable[[list], object]) -> Callable[[list], None]:
-    """``handler`` for a batcher whose work uses the database: after each batch the
-    batcher's thread gives its pooled connection back, since no request ends there to do
-    it. In a caller's thread (``flush()``) inside a transaction nothing is closed."""
-
-    def handle(items: list) -> None:
-        from django.db import connection
-
-        try:
-            handler(items)
-        finally:
-            if not connection.in_atomic_block:
-                connection.close()
-
-    return handle
-
-
 class Batcher:
     def __init__(self, handler: Callable[[list], None], *, name: str, max_batch: int = 500):
         self._handler = handler

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from audits.services import audit_record
 from config.core import background
+from config.db import releasing_connection
 from config.rows import JoinedRead
 from conversations.models import Conversation, Message
 from conversations.serializers import message_data
@@ -109,7 +110,7 @@ def deliveries_enqueue(items: list[tuple[int, Message]]) -> bool:
     return True
 
 
-_enqueue_batcher = background.Batcher(background.releasing_connection(deliveries_enqueue), name="delivery-hand-over")
+_enqueue_batcher = background.Batcher(releasing_connection(deliveries_enqueue), name="delivery-hand-over")
 
 
 # ---------------------------------------------------------------- executing (worker side)
