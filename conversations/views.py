@@ -1,4 +1,3 @@
-from django.db import connection
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -12,6 +11,7 @@ from chat.services import turns
 from config.api.fast import FastPost
 from config.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from config.api.views import TenantScopedViewSet
+from config.db import release_connection
 
 from . import exports, routing, selectors, services
 from .serializers import (
@@ -25,18 +25,6 @@ from .serializers import (
     MessageSerializer,
     message_data,
 )
-
-
-def _release_connection() -> None:
-    """Gives this request's database connection back to the pool now that its work is
-    done, instead of when Django's ``request_finished`` closes it: that comes only after
-    the thread hops back to the event loop, the middleware and the response are through
-    and another hop runs ``close``, and under load that wait held the pool's
-    connections while other requests queued for one (docs/benchmarks.md, branch
-    "accept"). A later query in this thread simply takes a connection again. Inside an
-    atomic block (a test's transaction) nothing is released."""
-    if not connection.in_atomic_block:
-        connection.close()
 
 
 def message_accept(user, data: dict, pk) -> tuple[dict, int]:
@@ -122,7 +110,7 @@ class ConversationViewSet(
         agent runs on a Celery worker and its events reach the conversation's listeners."""
         if request.method == "POST":
             response = self._post_message(request, pk)
-            _release_connection()
+            release_connection()  # the pool's connection back before the response
             return response
         query = MessageListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

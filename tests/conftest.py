@@ -145,3 +145,18 @@ def admin_client(staff):
     client = Client(REMOTE_ADDR=ADMIN_IP, HTTP_X_REQUEST_ID=ADMIN_REQUEST_ID)
     client.force_login(staff)
     return client
+
+
+@pytest.fixture
+def real_broker(real_stack):
+    """Celery publishes for real to the test run's Redis (its broker URL), not eagerly."""
+    from config.celery import app
+
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("default")
+    yield app
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge("default")
+    app.conf.task_always_eager = saved

@@ -39,10 +39,11 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connection
 from django.http import HttpResponse
 from rest_framework import permissions
 from rest_framework.exceptions import APIException, Throttled, ValidationError
+
+from config.db import release_connection
 
 from . import idempotency, parsers, ratelimit
 from .auth import JWTAuthentication
@@ -283,17 +284,6 @@ async def _serve_post(request, post: FastPost, allow, args, kwargs):
             release_connection()
 
     return await in_thread(request, work)
-
-
-def release_connection() -> None:
-    """Gives this thread's database connection back to the pool now that the request's
-    work is done, instead of when Django's ``request_finished`` closes it (after the
-    response is sent: under load that wait held the pool's connections while other
-    requests queued for one; docs/benchmarks.md, branch "accept"). A later query in this
-    thread takes a connection again. Inside an atomic block (a test's transaction)
-    nothing is released."""
-    if not connection.in_atomic_block:
-        connection.close()
 
 
 async def in_thread(request, function):

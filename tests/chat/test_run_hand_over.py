@@ -10,7 +10,7 @@ from chat.models import AgentRun
 from chat.services import turns
 from config.core import background
 from config.core.context import request_id_var
-from conversations.views import _release_connection
+from config.db import release_connection
 from tests.conversations.factories import ConversationFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,25 +81,10 @@ def test_the_202_view_gives_its_connection_back_to_the_pool_outside_a_transactio
     list(AgentRun.objects.all()[:1])  # opens this thread's connection
     assert connection.connection is not None
 
-    _release_connection()
+    release_connection()
 
     assert connection.connection is None
     assert AgentRun.objects.count() == 0  # and the next query simply takes one again
-
-
-@pytest.fixture
-def real_broker(real_stack):
-    """Celery publishes for real to the test run's Redis (its broker URL), not eagerly."""
-    from config.celery import app
-
-    saved = app.conf.task_always_eager
-    app.conf.task_always_eager = False
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("default")
-    yield app
-    with app.connection_for_write() as conn:
-        conn.default_channel.queue_purge("default")
-    app.conf.task_always_eager = saved
 
 
 def test_a_batch_is_one_task_per_run_each_with_its_request_id(real_broker):

@@ -339,3 +339,28 @@ def test_a_refused_batch_is_marked_for_the_sweep_and_never_raises(auth_api, what
 
     assert deliveries.deliveries_enqueue([(d.pk, d.message) for d in pending]) is False
     assert all(d.enqueue_failed_at is not None for d in Delivery.objects.filter(pk__in=[d.pk for d in pending]))
+
+
+def test_a_batch_of_deliveries_is_one_hub_task_each_published_for_real(real_broker):
+    # The batch's one publish (a Redis pipeline) on the real broker: a task per delivery, in
+    # order, on the hub's queue (where the delivery worker listens), none on default.
+    import json
+
+    from hub.tasks import send_deliveries
+
+    with real_broker.connection_for_write() as conn:
+        conn.default_channel.queue_purge("hub")
+    send_deliveries([701, 702, 703])
+
+    with real_broker.connection_for_write() as conn:
+        client = conn.default_channel.client
+        raw = list(reversed(client.lrange("hub", 0, -1)))
+        on_default = client.llen("default")
+        conn.default_channel.queue_purge("hub")
+    headers = [json.loads(message)["headers"] for message in raw]
+    assert [(h["task"], h["argsrepr"]) for h in headers] == [
+        ("hub.tasks.deliver_message", "(701,)"),
+        ("hub.tasks.deliver_message", "(702,)"),
+        ("hub.tasks.deliver_message", "(703,)"),
+    ]
+    assert on_default == 0
