@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def _group_send(conversation_id: int, frame: dict) -> None:
             async_to_sync(layer.group_send)(group_name(conversation_id), message)
         else:
             future = asyncio.run_coroutine_threadsafe(
-                layer.group_send(group_name(conversation_id), message), _publisher_event_loop()
+                _publish(layer, conversation_id, [message]), _publisher_event_loop()
             )
             future.result(timeout=10)
     except Exception:  # noqa: BLE001 - a fan-out failure must not fail the stored action
@@ -111,20 +112,44 @@ def publish(
     Publisher(conversation_id).emit(event_type, data, seq=seq, after_commit=after_commit)
 
 
-async def _group_send_many(conversation_id: int, frames: list[dict]) -> None:
-    """Sends ``frames`` to the conversation's group in order, in one coroutine. On the core
-    Redis layer the group is looked up once first: a group nobody listens to (an API client
-    chatting without a socket open) costs one EXISTS instead of two commands per event;
-    otherwise each frame is a plain ``group_send``."""
-    layer = get_channel_layer()
+async def _publish(layer, conversation_id: int, messages: list[dict]) -> None:
+    """Sends ``messages`` (``event_message``) to the conversation's group in order, in one
+    coroutine.
+
+    On the pub/sub layer: one pipeline of ``PUBLISH`` commands on the layer's own Redis
+    client for the group's channel (what ``group_send`` sends, byte for byte), without
+    channels-redis' per-shard lock. That lock makes every ``group_send`` of the process
+    wait for the one before it to come back from Redis: under load the request threads of
+    a chat turn spent most of their time queued there (docs/benchmarks.md, "Seventh
+    round"). Order within a call is the pipeline's; calls from one thread are in order
+    because each waits for its result.
+
+    On the core Redis layer the group is looked up once first: a group nobody listens to
+    (an API client chatting without a socket open) costs one EXISTS instead of two
+    commands per event; otherwise each frame is a plain ``group_send``."""
     group = group_name(conversation_id)
+    if isinstance(layer, RedisPubSubChannelLayer):
+        loop_layer = layer._get_layer()  # noqa: SLF001 - this loop's layer, as group_send takes it
+        channel = loop_layer._get_group_channel_name(group)  # noqa: SLF001
+        shard = loop_layer._get_shard(channel)  # noqa: SLF001
+        shard._ensure_redis()  # noqa: SLF001
+        client = shard._redis  # noqa: SLF001
+        payloads = [layer.serialize(message) for message in messages]
+        if len(payloads) == 1:
+            await client.publish(channel, payloads[0])
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for payload in payloads:
+                pipe.publish(channel, payload)
+            await pipe.execute()
+        return
     group_key = getattr(layer, "_group_key", None)
-    if group_key is not None and hasattr(layer, "consistent_hash"):
+    if len(messages) > 1 and group_key is not None and hasattr(layer, "consistent_hash"):
         connection = layer.connection(layer.consistent_hash(group))
         if not await connection.exists(group_key(group)):
             return
-    for frame in frames:
-        await layer.group_send(group, event_message(frame))
+    for message in messages:
+        await layer.group_send(group, message)
 
 
 def group_send_many(conversation_id: int, frames: list[dict]) -> None:
@@ -139,7 +164,7 @@ def group_send_many(conversation_id: int, frames: list[dict]) -> None:
                 async_to_sync(layer.group_send)(group_name(conversation_id), event_message(frame))
         else:
             future = asyncio.run_coroutine_threadsafe(
-                _group_send_many(conversation_id, frames), _publisher_event_loop()
+                _publish(layer, conversation_id, [event_message(frame) for frame in frames]), _publisher_event_loop()
             )
             future.result(timeout=10)
     except Exception:  # noqa: BLE001 - a fan-out failure must not fail the stored action

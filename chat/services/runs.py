@@ -26,7 +26,7 @@ from audits.services import audit_record
 from config import statements
 from config.core import background, metrics
 from config.core.context import current_request_id
-from config.db import releasing_connection
+from config.db import release_connection, releasing_connection
 from conversations import services as conversation_services
 from conversations.events import BatchingPublisher, Publisher
 from conversations.models import Message
@@ -236,6 +236,9 @@ def run_execute_claimed(*, run: AgentRun, delivery: Delivery, history: list[dict
         try:
             return _execute(run=run, delivery=delivery, history=history, provider=provider, publisher=publisher)
         finally:
+            # The turn's writes are done: its connection goes back to the pool before the
+            # wait for the publisher loop, not after it (it held other turns' queries).
+            release_connection()
             publisher.flush()
     publisher = Publisher(run.conversation_id, sink=delivery.sink)
     return _execute(run=run, delivery=delivery, history=history, provider=provider, publisher=publisher)

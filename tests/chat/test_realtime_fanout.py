@@ -190,3 +190,41 @@ async def test_readiness_probes_leave_no_pubsub_channel_behind(real_stack, setti
         await sync_to_async(check_channel_layer)()
     assert len(store.pubsub_channels(pattern)) == before
     assert not [name for name in get_channel_layer().channels if name.startswith(pattern[:-1])]
+
+
+async def test_conversation_events_do_not_wait_behind_the_layers_publish_lock(real_stack, settings):
+    """channels-redis' pub/sub shard sends one ``group_send`` at a time under an asyncio
+    lock: every event of a web process waited for the one before it to come back from
+    Redis (a chat turn's request thread spent most of its time there under load). Events
+    go out on the layer's own client without that lock, the frames of one call in one
+    pipeline, in order, the same bytes a ``group_send`` would publish."""
+    from asgiref.sync import sync_to_async
+
+    from conversations import events
+
+    on_pubsub(settings)
+    layer = get_channel_layer()
+    group = group_name(424242)
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    await asyncio.sleep(0.2)  # the subscription is live
+    loop = events._publisher_event_loop()
+
+    async def hold_the_lock():  # as a publish stuck on a slow Redis would
+        loop_layer = layer._get_layer()
+        shard = loop_layer._get_shard(loop_layer._get_group_channel_name(group))
+        await shard._lock.acquire()
+        return shard
+
+    shard = asyncio.run_coroutine_threadsafe(hold_the_lock(), loop).result(5)
+    frames = [event_frame("message.delta", {"delta": str(n)}) for n in range(3)]
+    stored = event_frame("message.created", {"id": 1, "content": "hi"}, seq=7)
+    try:
+        await asyncio.wait_for(sync_to_async(events.group_send_many)(424242, frames), 5)
+        await asyncio.wait_for(sync_to_async(events._group_send)(424242, stored), 5)
+        heard = [(await asyncio.wait_for(layer.receive(channel), 5)) for _ in range(4)]
+    finally:
+        loop.call_soon_threadsafe(shard._lock.release)
+        await layer.group_discard(group, channel)
+    assert [message["frame"] for message in heard] == [*frames, stored]
+    assert [message["text"] for message in heard] == [encode_frame(frame) for frame in [*frames, stored]]

@@ -68,3 +68,32 @@ async def test_group_send_many_keeps_order_and_passes_over_an_empty_group():
     await sync_to_async(group_send_many)(987654, frames)
     assert await _drain(layer, channel) == frames
     await layer.group_discard(group_name(987654), channel)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fast_turn_gives_its_connection_back_before_waiting_for_its_events(monkeypatch):
+    """The local agent's turn publishes its events together at its end and waits for them:
+    its pooled database connection is back in the pool by then (it held other requests'
+    turns up while the publisher worked), and nothing after it takes one again."""
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    from conversations import events
+
+    user = UserFactory()
+    seen = []
+    original = events.group_send_many
+    monkeypatch.setattr(
+        events, "group_send_many", lambda *args: (seen.append(connection.connection is None), original(*args))
+    )
+    opened = []
+    connection_created.connect(lambda **kwargs: opened.append(1), weak=False, dispatch_uid="turn-events-test")
+    try:
+        turn = turns.turn_answer(user=user, content="add a task to buy milk")
+        assert turn.outcome == runs.Outcome.COMPLETED
+        assert turn.run.reply_message.content  # the reply, from what the turn kept
+        opened_during_turn = len(opened)
+    finally:
+        connection_created.disconnect(dispatch_uid="turn-events-test")
+    assert seen == [True]
+    assert opened_during_turn <= 1  # at most the turn's own, none after the release
