@@ -30,6 +30,25 @@ def supported() -> bool:
     return connection.vendor == "postgresql"
 
 
+# psycopg works out where a statement's placeholders are once per statement text and keeps
+# that in a cache (an LRU of 128), but only for statements of at most
+# MAX_CACHED_STATEMENT_LENGTH bytes and MAX_CACHED_STATEMENT_PARAMS (50) parameters
+# (psycopg/_queries.py, psycopg 3.3). A new conversation's statement here has 71: it was
+# parsed again on every chat turn, a regex pass over 3 KB (~5% of the web process's CPU
+# under the chat benchmark, py-spy; docs/benchmarks.md, "Seventh round"). Our statements
+# come in a handful of shapes, so the cache stays small.
+STATEMENT_PARAMS_CACHED = 160
+
+
+def _psycopg_caches_our_statements() -> None:
+    from psycopg import _queries
+
+    _queries.MAX_CACHED_STATEMENT_PARAMS = max(_queries.MAX_CACHED_STATEMENT_PARAMS, STATEMENT_PARAMS_CACHED)
+
+
+_psycopg_caches_our_statements()
+
+
 _COLUMNS: dict[tuple[str, type], list[tuple]] = {}
 
 

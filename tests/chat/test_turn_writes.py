@@ -298,3 +298,30 @@ def test_an_update_of_a_text_column_fails_on_an_overlong_value_as_the_orm_does(r
     fits.execute()
     conversation.refresh_from_db()
     assert conversation.title == "y" * 200
+
+
+def test_psycopg_parses_each_statement_of_a_chat_turn_once(user):
+    """psycopg keeps where a statement's placeholders are only for statements within its
+    cache's limits (50 parameters by default); a new conversation's statement has more, so
+    each chat turn parsed it again. Every statement a turn sends fits the limits now."""
+    from psycopg import _queries
+
+    sent = []
+
+    def record(execute, sql, params, many, context):
+        if params:
+            sent.append((len(sql.encode()), len(params), sql[:40]))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        turn = turns.turn_answer(user=user, content="add a task to buy milk")
+        turns.turn_enqueue(user=user, conversation_id=turn.conversation.pk, content="and eggs")
+        turns.turn_answer(user=user, content="hello", conversation_id=turn.conversation.pk)
+
+    assert sent
+    too_big = [
+        (size, params, start)
+        for size, params, start in sent
+        if size > _queries.MAX_CACHED_STATEMENT_LENGTH or params > _queries.MAX_CACHED_STATEMENT_PARAMS
+    ]
+    assert too_big == []
